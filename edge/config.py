@@ -1,0 +1,255 @@
+"""Gateway configuration: one YAML file validated by pydantic, errors naming key path, file and line."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from drivers.door import DoorConfig
+from drivers.modbus import BusConfig
+from drivers.serial_reader import SerialReaderConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GatewaySection(_Strict):
+    site: str = Field(min_length=1, description="site (community) id; tokens' `iss` must equal it")
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="gateway id; MQTT client id")
+    timezone: str = Field("UTC", description="IANA zone of the site, for weekly windows")
+    data_dir: Path = Field(Path("var"), description="whitelist, outbox, replay cache (relative: to config)")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+def decode_ed25519_key(v: str) -> bytes:
+    """base64url (padding optional) -> 32 raw bytes, or ValueError."""
+    try:
+        raw = base64.urlsafe_b64decode(v + "=" * (-len(v) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not base64url") from exc
+    if len(raw) != 32:
+        raise ValueError(f"an Ed25519 public key is 32 bytes, this is {len(raw)}")
+    return raw
+
+
+class MaxLifetime(_Strict):
+    resident: int = Field(300, gt=0)
+    visitor: int = Field(7 * 86400, gt=0)
+    staff: int = Field(86400, gt=0)
+
+
+class TrustSection(_Strict):
+    keys: dict[str, str] = Field(default_factory=dict, description="kid -> base64url Ed25519 public key")
+    leeway_s: int = Field(5, ge=0, le=300)
+    max_lifetime_s: MaxLifetime = Field(default_factory=MaxLifetime)
+    require_clock_sync: bool = Field(
+        True, description="deny time-bound credentials with clock_unsynced while the clock is unsynchronised"
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for kid, key in v.items():
+            try:
+                decode_ed25519_key(key)
+            except ValueError as exc:
+                raise ValueError(f"key {kid!r}: {exc}") from exc
+        return v
+
+
+class OutboxSection(_Strict):
+    max_events: int = Field(3_000_000, ge=1000, description="bound on disk; oldest dropped only past it")
+    flush_interval_s: float = Field(
+        1.0, gt=0, le=60, description="fsync period: what a power cut can lose at most"
+    )
+
+
+class MqttTls(_Strict):
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    insecure_skip_hostname: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTls:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls.cert and tls.key go together (mutual TLS)")
+        return self
+
+
+class MqttSection(_Strict):
+    host: str
+    port: int = Field(1883, gt=0, lt=65536)
+    username: str | None = None
+    password: str | None = None
+    tls: MqttTls | None = None
+    keepalive_s: int = Field(5, ge=2, le=600, description="short, so a dead link is noticed in seconds")
+    connect_timeout_s: float = Field(10.0, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    session_expiry_s: int = Field(7 * 86400, ge=60)
+    health_interval_s: float = Field(30.0, gt=0, le=60)
+    inflight: int = Field(20, ge=1, le=1000, description="event messages awaiting PUBACK at once")
+
+
+ReaderConfig = Annotated[SerialReaderConfig, Field(discriminator="type")]
+
+
+class Config(_Strict):
+    gateway: GatewaySection
+    trust: TrustSection = Field(default_factory=TrustSection)
+    buses: dict[str, BusConfig] = Field(default_factory=dict)
+    doors: dict[str, DoorConfig] = Field(default_factory=dict)
+    readers: dict[str, ReaderConfig] = Field(default_factory=dict)
+    outbox: OutboxSection = Field(default_factory=OutboxSection)
+    mqtt: MqttSection | None = None
+    log: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        for did, door in self.doors.items():
+            if door.bus not in self.buses:
+                raise _RefError(("doors", did, "bus"), f"no bus {door.bus!r} in buses")
+            for i, rid in enumerate(door.readers):
+                if rid not in self.readers:
+                    raise _RefError(("doors", did, "readers", i), f"no reader {rid!r} in readers")
+        return self
+
+    def reader_door(self) -> dict[str, str]:
+        """reader id -> door id (a reader opens exactly one door)."""
+        out: dict[str, str] = {}
+        for did, door in self.doors.items():
+            for rid in door.readers:
+                out[rid] = did
+        return out
+
+
+class _RefError(ValueError):
+    def __init__(self, loc: tuple[Any, ...], msg: str) -> None:
+        super().__init__(msg)
+        self.loc = loc
+
+
+class ConfigError(Exception):
+    """A config problem, each line naming file:line, key path and what is wrong."""
+
+    def __init__(self, path: Path, problems: list[tuple[int | None, str, str]]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = []
+        for line, key, msg in self.problems:
+            where = f"{self.path}:{line}" if line else str(self.path)
+            lines.append(f"{where}: {key or '(top)'}: {msg}")
+        return "\n".join(lines)
+
+
+# --- YAML with line numbers --------------------------------------------------------------
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that records the line of every mapping key and sequence item by key path."""
+
+
+def _load_with_lines(text: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    loader = _LineLoader(text)
+    lines: dict[tuple[Any, ...], int] = {}
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, lines
+
+        def walk(n: yaml.Node, path: tuple[Any, ...]) -> None:
+            lines.setdefault(path, n.start_mark.line + 1)
+            if isinstance(n, yaml.MappingNode):
+                for k, v in n.value:
+                    key = loader.construct_object(k, deep=True)
+                    lines[(*path, key)] = k.start_mark.line + 1
+                    walk(v, (*path, key))
+            elif isinstance(n, yaml.SequenceNode):
+                for i, item in enumerate(n.value):
+                    lines[(*path, i)] = item.start_mark.line + 1
+                    walk(item, (*path, i))
+
+        walk(node, ())
+        data = loader.construct_document(node)
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def _line_for(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # pydantic adds the union tag (e.g. 'modbus_rtu') into the location: drop what is not in the YAML.
+    return tuple(p for p in loc if not (isinstance(p, str) and p in {"modbus_rtu", "modbus_tcp", "serial"}))
+
+
+def _key_text(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (("." if out else "") + str(p))
+    return out
+
+
+def parse_config(text: str, path: Path) -> Config:
+    try:
+        data, lines = _load_with_lines(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(path, [(line, "", f"YAML syntax: {getattr(exc, 'problem', exc)}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, [(1, "", "the file must be a YAML mapping with a `gateway` section")])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = _clean_loc(tuple(err["loc"]))
+            ctx_err = (err.get("ctx") or {}).get("error")
+            if isinstance(ctx_err, _RefError):
+                loc = ctx_err.loc
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (typo?)"
+            problems.append((_line_for(loc, lines), _key_text(loc), msg))
+        raise ConfigError(path, problems) from None
+    if not cfg.gateway.data_dir.is_absolute():
+        cfg.gateway.data_dir = (path.parent / cfg.gateway.data_dir).resolve()
+    if cfg.mqtt and cfg.mqtt.tls:
+        for name in ("ca", "cert", "key"):
+            p = getattr(cfg.mqtt.tls, name)
+            if p is not None and not p.is_absolute():
+                setattr(cfg.mqtt.tls, name, (path.parent / p).resolve())
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, [(None, "", f"cannot read: {exc.strerror or exc}")]) from None
+    return parse_config(text, path)

@@ -1,0 +1,52 @@
+"""Interfaces between the core and its edges (cloud link, CLI, simulators).
+
+The cloud link only sees these: it never reaches into drivers, so a transport can be swapped
+(MQTT today) without touching the decision flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, Protocol
+
+from edge.model import Event
+
+DoorMode = Literal["normal", "hold_open", "lock"]
+
+
+class GateControl(Protocol):
+    """What the running gateway offers to remote commands and health reporting."""
+
+    def targets(self) -> set[str]:
+        """Device ids a command may name (doors today; barriers, elevators later)."""
+        ...
+
+    def supports(self, target: str, action: str) -> bool:
+        """Whether ``target`` can do ``action`` (e.g. a door cannot do elevator_call)."""
+        ...
+
+    async def remote_open(self, target: str, by: str | None) -> str | None:
+        """Pulse the target open. Returns None on success or an error code (device_unavailable...)."""
+        ...
+
+    async def set_mode(self, target: str, mode: DoorMode) -> str | None:
+        """Switch a door's mode. Returns None or an error code."""
+        ...
+
+    def device_health(self) -> dict[str, dict[str, object]]:
+        """device id -> {"online": bool, "error": str | None}."""
+        ...
+
+    def clock_synced(self) -> bool: ...
+
+    def record(self, event: Event) -> None:
+        """Append an event durably to the outbox (returns after the row is committed)."""
+        ...
+
+    def on_device_change(self, callback: Callable[[str, bool, str | None], None]) -> None:
+        """Register ``callback(device_id, online, error)`` for device online/offline transitions."""
+        ...
+
+    def reload_trust(self) -> None:
+        """Rebuild the trusted key set after a `key` op changed it in the store."""
+        ...
