@@ -1,0 +1,1 @@
+"""Test support: real components (socat pty pairs, Mosquitto, pymodbus servers) started by tests."""
