@@ -238,6 +238,12 @@ def parse_config(text: str, path: Path) -> Config:
         raise ConfigError(path, problems) from None
     if not cfg.gateway.data_dir.is_absolute():
         cfg.gateway.data_dir = (path.parent / cfg.gateway.data_dir).resolve()
+    for reader in cfg.readers.values():
+        if hasattr(reader, "port") and not Path(reader.port).is_absolute():
+            reader.port = str((path.parent / reader.port).resolve())
+    for bus in cfg.buses.values():
+        if bus.type == "modbus_rtu" and not Path(bus.port).is_absolute():
+            bus.port = str((path.parent / bus.port).resolve())
     if cfg.mqtt and cfg.mqtt.tls:
         for name in ("ca", "cert", "key"):
             p = getattr(cfg.mqtt.tls, name)

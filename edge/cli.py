@@ -1,0 +1,294 @@
+"""`edge` command line: run the daemon, check config, explain tokens, manage the whitelist, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.config import Config, ConfigError, load_config
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"config error:\n{exc.render()}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False))
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+async def run_gateway(cfg: Config, stop_event: asyncio.Event | None = None) -> None:
+    from edge import control
+    from edge.app import Gateway
+
+    gw = Gateway(cfg)
+    stop_event = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop_event.set)
+    await gw.start()
+    ctl = asyncio.create_task(control.serve(gw), name="control")
+    try:
+        await stop_event.wait()
+    finally:
+        ctl.cancel()
+        await asyncio.gather(ctl, return_exceptions=True)
+        await gw.stop()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.logs import setup_logging
+
+    cfg = _load(args.config)
+    setup_logging(args.log_level, args.log_format)
+    asyncio.run(run_gateway(cfg))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = args.file or args.config
+    if not path:
+        print("usage: edge check-config FILE (or -c FILE)", file=sys.stderr)
+        return 2
+    cfg = _load(path)
+    print(f"{path}: OK")
+    print(f"  site {cfg.gateway.site!r}, gateway {cfg.gateway.id!r}, time zone {cfg.gateway.timezone}")
+    print(f"  data in {cfg.gateway.data_dir}")
+    print(f"  trusted keys: {', '.join(sorted(cfg.trust.keys)) or 'none (no QR code can be granted)'}")
+    for bid, bus in cfg.buses.items():
+        where = f"{bus.port} {bus.baud} baud {bus.parity}" if bus.type == "modbus_rtu" else f"{bus.host}:{bus.port}"
+        print(f"  bus {bid}: {bus.type} {where}, timeout {bus.timeout}s, retries {bus.retries}")
+    for did, door in cfg.doors.items():
+        print(f"  door {did}: zone {door.zone!r}, bus {door.bus} unit {door.device_id}, lock coil {door.lock_coil}"
+              f" ({door.pulse_mode} {door.pulse_ms} ms), readers {', '.join(door.readers) or 'none'}")
+    opened = cfg.reader_door()
+    for rid, r in cfg.readers.items():
+        print(f"  reader {rid}: {r.type} {r.port} ({r.content}) -> door {opened.get(rid, 'NONE: opens nothing')}")
+    if cfg.mqtt is None:
+        print("  cloud: none (offline mode: the gate decides locally; events wait in the outbox)")
+    else:
+        print(f"  cloud: mqtt {cfg.mqtt.host}:{cfg.mqtt.port} tls={'yes' if cfg.mqtt.tls else 'no'}")
+    if not cfg.trust.require_clock_sync:
+        print("  WARNING: trust.require_clock_sync is false: codes are judged even on an unsynchronised clock")
+    return 0
+
+
+def cmd_token_verify(args: argparse.Namespace) -> int:
+    from edge.app import build_policy
+    from edge.clock import ClockState
+    from edge.engine import DeviceContext, decide_token
+    from edge.model import Presentation
+    from edge.store import WhitelistStore
+    from edge.tokens import TokenClaims, verify_token
+
+    cfg = _load(args.config)
+    zone = args.zone or next((d.zone for d in cfg.doors.values()), "")
+    db = cfg.gateway.data_dir / "whitelist.db"
+    cfg.gateway.data_dir.mkdir(parents=True, exist_ok=True)
+    store = WhitelistStore(db)
+    try:
+        now = float(args.now) if args.now is not None else time.time()
+        trusted = True if args.now is not None else ClockState(
+            None if cfg.trust.require_clock_sync else True).synced()
+        verified = verify_token(args.token.strip(), build_policy(cfg, store), now, clock_trusted=trusted)
+        revoked, used = False, 0
+        if isinstance(verified, TokenClaims):
+            revoked = store.is_revoked(verified.jti, now)
+            used = store.uses(verified.jti)
+        d = decide_token(Presentation("token", args.token, "qr", None), verified, DeviceContext("cli", zone),
+                         revoked=revoked, used=used)
+    finally:
+        store.close()
+    out = {"result": d.result, "reason": d.reason, "subject": d.subject,
+           "floors": list(d.floors) if d.floors is not None else None}
+    if args.verbose:
+        out.update({"jti": d.jti, "zone": zone, "now": int(now), "clock_trusted": trusted,
+                    "detail": getattr(verified, "detail", "")})
+    _print(out)
+    return 0 if d.granted else 1
+
+
+def _read_entries(path: str) -> list[dict[str, Any]]:
+    text = Path(path).read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        data = json.loads(text)
+        if not isinstance(data, list):
+            raise ValueError("expected a JSON list of entries")
+        return data
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def cmd_whitelist(args: argparse.Namespace) -> int:
+    from edge.store import InvalidEntry, WhitelistStore, entry_from_wire, entry_to_wire
+
+    cfg = _load(args.config)
+    cfg.gateway.data_dir.mkdir(parents=True, exist_ok=True)
+    store = WhitelistStore(cfg.gateway.data_dir / "whitelist.db")
+    try:
+        if args.wl_cmd == "import":
+            try:
+                raw = _read_entries(args.file)
+                entries = []
+                for i, obj in enumerate(raw, 1):
+                    try:
+                        entries.append(entry_from_wire(obj))
+                    except (InvalidEntry, TypeError, AttributeError) as exc:
+                        raise ValueError(f"entry {i}: {exc}") from None
+            except (OSError, ValueError) as exc:
+                print(f"import refused, nothing changed: {exc}", file=sys.stderr)
+                return 2
+            n = store.import_entries(entries, version=args.version)
+            print(f"imported {n} entries (whitelist version {store.version})")
+        elif args.wl_cmd == "count":
+            _print({"entries": store.count(), "version": store.version})
+        elif args.wl_cmd == "show":
+            from edge.normalize import BadCredential, normalize_card, normalize_plate
+
+            try:
+                value = normalize_card(args.value, "hex") if args.kind == "card" else normalize_plate(args.value)
+            except BadCredential as exc:
+                print(f"not a valid {args.kind}: {exc}", file=sys.stderr)
+                return 2
+            entry = store.lookup(args.kind, value)
+            if entry is None:
+                print(f"no {args.kind} {value} on the whitelist", file=sys.stderr)
+                return 1
+            _print(entry_to_wire(entry))
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_events_tail(args: argparse.Namespace) -> int:
+    from edge.outbox import Outbox
+
+    cfg = _load(args.config)
+    cfg.gateway.data_dir.mkdir(parents=True, exist_ok=True)
+    ob = Outbox(cfg.gateway.data_dir / "outbox.db", max_events=cfg.outbox.max_events)
+    try:
+        seen: set[str] = set()
+        while True:
+            for ev in reversed(ob.tail(args.n)) if not seen else reversed(ob.tail(200)):
+                if ev["id"] not in seen:
+                    seen.add(ev["id"])
+                    _print(ev)
+            if not args.follow:
+                return 0
+            sys.stdout.flush()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        ob.close()
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    import getpass
+
+    from edge import control
+
+    cfg = _load(args.config)
+    try:
+        reply = asyncio.run(control.request(cfg.gateway.data_dir, {"cmd": "open", "door": args.door,
+                                                                   "by": getpass.getuser()}))
+    except ConnectionError as exc:
+        print(f"{exc}: is `edge run` running with this config?", file=sys.stderr)
+        return 2
+    _print(reply)
+    return 0 if reply.get("ok") else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from edge import control
+
+    cfg = _load(args.config)
+    try:
+        reply = asyncio.run(control.request(cfg.gateway.data_dir, {"cmd": "status"}))
+    except ConnectionError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    _print(reply.get("status", reply))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge", description="Community gate edge gateway")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def with_config(sp: argparse.ArgumentParser, required: bool = True) -> argparse.ArgumentParser:
+        sp.add_argument("-c", "--config", required=required, help="gateway YAML config")
+        return sp
+
+    r = with_config(sub.add_parser("run", help="run the gateway daemon"))
+    r.add_argument("--log-level", default="info")
+    r.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    r.set_defaults(func=cmd_run)
+
+    cc = with_config(sub.add_parser("check-config", help="validate a config and explain it"), required=False)
+    cc.add_argument("file", nargs="?")
+    cc.set_defaults(func=cmd_check_config)
+
+    tok = sub.add_parser("token", help="credential tokens").add_subparsers(dest="tok_cmd", required=True)
+    tv = with_config(tok.add_parser("verify", help="why would this code be granted or refused?"))
+    tv.add_argument("--zone", help="zone of the door (default: the first door's zone)")
+    tv.add_argument("--now", type=int, help="judge at this unix time (default: now)")
+    tv.add_argument("-v", "--verbose", action="store_true")
+    tv.add_argument("token")
+    tv.set_defaults(func=cmd_token_verify)
+
+    wl = sub.add_parser("whitelist", help="local whitelist").add_subparsers(dest="wl_cmd", required=True)
+    wi = with_config(wl.add_parser("import", help="replace the whitelist from a JSON list or NDJSON file"))
+    wi.add_argument("file")
+    wi.add_argument("--version", type=int, default=None, help="whitelist version to record")
+    with_config(wl.add_parser("count"))
+    ws = with_config(wl.add_parser("show"))
+    ws.add_argument("kind", choices=["card", "plate"])
+    ws.add_argument("value")
+    for sp in wl.choices.values():
+        sp.set_defaults(func=cmd_whitelist)
+
+    ev = sub.add_parser("events", help="local events").add_subparsers(dest="ev_cmd", required=True)
+    et = with_config(ev.add_parser("tail", help="events still in the outbox, newest last"))
+    et.add_argument("-n", type=int, default=20)
+    et.add_argument("-f", "--follow", action="store_true")
+    et.set_defaults(func=cmd_events_tail)
+
+    op = with_config(sub.add_parser("open", help="maintenance open of a door (via the running daemon)"))
+    op.add_argument("door")
+    op.set_defaults(func=cmd_open)
+    with_config(sub.add_parser("status", help="status of the running daemon")).set_defaults(func=cmd_status)
+
+    from edge import demo
+
+    demo.add_cli(sub, with_config)
+    try:
+        from edge.cloud.sim import add_cli as add_cloud_cli
+    except ImportError:  # cloud simulator not installed in this build
+        pass
+    else:
+        add_cloud_cli(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
