@@ -1,0 +1,147 @@
+"""R/whitelist handling: Deltas and Snapshot parts into the WhitelistStore, strictly in arrival order.
+
+Messages are queued and applied by one task on the loop (store writes never run on the paho
+thread); big payloads are parsed in a worker thread so decisions keep flowing. Anything invalid
+is logged with a reason and dropped: a payload can never stop the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from edge.store import InvalidEntry, WhitelistStore
+
+log = structlog.get_logger(__name__)
+
+MAX_WHITELIST_BYTES = 16 * 1024 * 1024  # a snapshot part; the cloud splits bigger lists into parts
+_PARSE_IN_THREAD_BYTES = 64 * 1024
+
+
+class InvalidMessage(ValueError):
+    """A message that is not a well-formed Delta or Snapshot part (the text says why)."""
+
+
+def parse_whitelist(payload: bytes) -> dict[str, Any]:
+    """Shape checks the store does not do (top level); entries/ops are validated by the store."""
+    if len(payload) > MAX_WHITELIST_BYTES:
+        raise InvalidMessage(f"payload of {len(payload)} bytes exceeds {MAX_WHITELIST_BYTES}")
+    try:
+        msg = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidMessage(f"not JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise InvalidMessage("not a JSON object")
+    kind = msg.get("type")
+    if kind == "delta":
+        for k in ("from", "to"):
+            if not _is_int(msg.get(k)) or msg[k] < 0:
+                raise InvalidMessage(f"delta '{k}' must be a non-negative integer")
+        if not isinstance(msg.get("ops"), list):
+            raise InvalidMessage("delta 'ops' must be a list")
+    elif kind == "snapshot":
+        if not isinstance(msg.get("id"), str) or not msg["id"]:
+            raise InvalidMessage("snapshot 'id' must be a non-empty string")
+        for k in ("version", "part", "parts"):
+            if not _is_int(msg.get(k)):
+                raise InvalidMessage(f"snapshot '{k}' must be an integer")
+        if not (msg["parts"] >= 1 and 1 <= msg["part"] <= msg["parts"] and msg["version"] >= 0):
+            raise InvalidMessage("snapshot needs 1 <= part <= parts and version >= 0")
+        if not isinstance(msg.get("entries"), list):
+            raise InvalidMessage("snapshot 'entries' must be a list")
+    else:
+        raise InvalidMessage(f"unknown type {kind!r}")
+    return msg
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class WhitelistSync:
+    """Applies R/whitelist messages; ``request_sync(have)`` publishes R/sync/request."""
+
+    def __init__(
+        self,
+        store: WhitelistStore,
+        request_sync: Callable[[], None],
+        on_keys_changed: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._request_sync = request_sync
+        self._on_keys_changed = on_keys_changed
+        self._queue: asyncio.Queue[tuple[bytes, Callable[[], None]]] = asyncio.Queue()
+        self.applied = 0  # counters for health/diagnostics and tests
+        self.dropped = 0
+
+    def submit(self, payload: bytes, ack: Callable[[], None]) -> None:
+        """From the transport callback: queue; the PUBACK goes out once the message is handled."""
+        self._queue.put_nowait((payload, ack))
+
+    async def run(self) -> None:
+        while True:
+            payload, ack = await self._queue.get()
+            try:
+                await self.handle(payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a store bug must not end whitelist sync
+                self.dropped += 1
+                log.exception("whitelist_message_failed")
+            finally:
+                ack()
+
+    async def handle(self, payload: bytes) -> None:
+        try:
+            if len(payload) > _PARSE_IN_THREAD_BYTES:
+                msg = await asyncio.to_thread(parse_whitelist, payload)
+            else:
+                msg = parse_whitelist(payload)
+        except InvalidMessage as exc:
+            self.dropped += 1
+            log.warning("whitelist_message_dropped", reason=str(exc), size=len(payload))
+            return
+        if msg["type"] == "delta":
+            await self._delta(msg)
+        else:
+            await self._snapshot(msg)
+
+    async def _delta(self, msg: dict[str, Any]) -> None:
+        try:
+            ok = await _call(self._store.apply_delta(msg))
+        except (InvalidEntry, KeyError, TypeError, ValueError) as exc:
+            self.dropped += 1
+            log.warning("whitelist_delta_dropped", reason=str(exc), frm=msg["from"], to=msg["to"])
+            return
+        if not ok:
+            log.info("whitelist_delta_gap", frm=msg["from"], to=msg["to"], have=self._store.version)
+            self._request_sync()
+            return
+        self.applied += 1
+        log.info("whitelist_delta_applied", version=self._store.version, ops=len(msg["ops"]))
+        if any(isinstance(op, dict) and op.get("op") == "key" for op in msg["ops"]):
+            self._on_keys_changed()
+
+    async def _snapshot(self, msg: dict[str, Any]) -> None:
+        try:
+            swapped = await _call(self._store.add_snapshot_part(msg))
+        except (InvalidEntry, KeyError, TypeError, ValueError) as exc:
+            self.dropped += 1
+            log.warning("whitelist_snapshot_part_dropped", reason=str(exc), id=msg["id"], part=msg["part"])
+            return
+        log.info(
+            "whitelist_snapshot_part", id=msg["id"], part=msg["part"], parts=msg["parts"], swapped=swapped
+        )
+        if swapped:
+            self.applied += 1
+            log.info("whitelist_snapshot_applied", version=self._store.version, entries=self._store.count())
+
+
+async def _call(result: Awaitable[bool] | bool) -> bool:
+    if isinstance(result, bool):
+        return result
+    return bool(await result)
