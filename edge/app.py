@@ -78,6 +78,7 @@ class Gateway:
         self._bg: list[asyncio.Task[object]] = []
         self._device_state: dict[str, tuple[bool, str | None]] = {}
         self.cloud: object | None = None
+        self._stopped = False
         self.event_listeners: list[Callable[[Event], None]] = []  # local observers (demo, tests)
         for did, door in self.doors.items():
             door.on_input(self._door_input)
@@ -110,7 +111,10 @@ class Gateway:
                  cloud=self.cfg.mqtt is not None)
 
     async def stop(self) -> None:
-        """Readers off, pending pulses cut short, every lock coil switched off, stores closed."""
+        """Readers off, pending pulses cut short, every lock coil switched off, stores closed. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
         for reader in self.readers.values():
             with contextlib.suppress(Exception):
                 await reader.stop()
@@ -177,9 +181,14 @@ class Gateway:
         self._record_decision(pres, door_id, decision)
         if decision.granted:
             self._spawn(self._actuate(door, pres, decision))
+        # Logged after the actuation task's first step (FIFO), so rendering the line costs the door nothing.
+        asyncio.get_running_loop().call_soon(self._log_decision, door_id, pres, decision)
+        return decision
+
+    @staticmethod
+    def _log_decision(door_id: str, pres: Presentation, decision: Decision) -> None:
         log.info("decision", door=door_id, reader=pres.reader, result=decision.result, reason=decision.reason,
                  subject=decision.subject, credential=decision.credential)
-        return decision
 
     @staticmethod
     def _mask(pres: Presentation) -> str:
@@ -191,8 +200,11 @@ class Gateway:
                                     decision.result, decision.reason, latency))
 
     async def _actuate(self, door: Door, pres: Presentation, decision: Decision) -> None:
+        t_act = time.perf_counter()
         try:
             await door.pulse()
+            log.debug("actuated", door=door_id_of(door), credential=decision.credential, t_in=pres.t_mono,
+                      t_act=t_act, t_done=time.perf_counter())
         except (DeviceUnavailable, OSError, asyncio.TimeoutError) as exc:
             log.error("actuation_failed", door=door_id_of(door), error=str(exc))
             self.record(self.make_event(door_id_of(door), pres.reader, pres.method, decision.credential,

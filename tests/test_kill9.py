@@ -1,0 +1,120 @@
+"""kill -9 of `edge run` while codes are being presented: every decided code has its event after restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from edge.sim.relay_board import RelayBoardSim
+from tests.support.gateway import Signer, free_port, gateway_config
+from tests.support.ptys import PtyPair
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Daemon:
+    """`edge run` as a real child process; its JSON log lines are collected as they come."""
+
+    def __init__(self, cfg: Path) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", "-c", str(cfg), "--log-format", "json"],
+            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env,
+        )
+        self.lines: list[dict[str, object]] = []
+        self._t = threading.Thread(target=self._pump, daemon=True)
+        self._t.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            try:
+                self.lines.append(json.loads(raw))
+            except json.JSONDecodeError:
+                self.lines.append({"event": "raw", "text": raw.decode(errors="replace")})
+
+    def seen(self, event: str, **kw: object) -> bool:
+        return any(ln.get("event") == event and all(ln.get(k) == v for k, v in kw.items()) for ln in list(self.lines))
+
+    async def wait_for(self, event: str, timeout: float = 20.0, **kw: object) -> None:
+        for _ in range(int(timeout / 0.05)):
+            if self.seen(event, **kw):
+                return
+            if self.proc.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {event} {kw} in log: {self.lines[-10:]}")
+
+    def finish(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._t.join(5)
+
+
+def event_credentials(data: Path) -> list[str]:
+    con = sqlite3.connect(data / "outbox.db")
+    try:
+        return [json.loads(b)["credential"] for (b,) in con.execute("SELECT body FROM outbox ORDER BY seq")]
+    finally:
+        con.close()
+
+
+async def test_kill9_while_presenting_loses_no_decided_event(tmp_path: Path) -> None:
+    signer = Signer()
+    port = free_port()
+    board = RelayBoardSim(device_ids=[1])
+    server = asyncio.create_task(board.serve_tcp("127.0.0.1", port))
+    scanner = PtyPair(tmp_path, "qr").start()
+    cfg = gateway_config(
+        tmp_path, signer=signer,
+        bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": port, "timeout": 0.3, "retries": 0},
+        readers={"qr-north": {"type": "serial", "port": str(scanner.b), "content": "qr"}},
+        door={"pulse_ms": 100},
+    )
+    codes = [signer.code(f"k9-{i:05d}") for i in range(2000)]
+    fd = os.open(scanner.a, os.O_RDWR | os.O_NOCTTY)
+    gw = Daemon(cfg)
+    try:
+        await gw.wait_for("device_status", device="qr-north", online=True)
+        sent = 0
+        for code in codes[:400]:
+            os.write(fd, code.encode() + b"\r")
+            sent += 1
+            await asyncio.sleep(0.004)
+            if sent == 300:
+                gw.proc.send_signal(signal.SIGKILL)  # mid-stream: more lines keep arriving after this
+        gw.finish()
+        decided = [str(ln["credential"]) for ln in gw.lines if ln.get("event") == "decision"]
+        assert len(decided) > 50, "the gateway decided too few codes before the kill to test anything"
+        # restart on the same data dir: every decided code is there, in order, and the gate still works
+        gw2 = Daemon(cfg)
+        try:
+            await gw2.wait_for("device_status", device="qr-north", online=True)
+            stored = event_credentials(tmp_path / "data")
+            missing = [c for c in decided if c not in set(stored)]
+            assert not missing, f"{len(missing)} decided codes lost their event: {missing[:5]}"
+            ours = [c for c in stored if c.startswith("k9-")]
+            assert ours == sorted(ours), "events are not in presentation order"
+            writes_before = len([w for w in board.writes if w.address == 0x0200])
+            assert writes_before <= len(stored)  # no door opened without its event on disk
+            os.write(fd, codes[-1].encode() + b"\r")
+            await gw2.wait_for("decision", credential="k9-01999")
+            gw2.proc.send_signal(signal.SIGTERM)
+            assert gw2.proc.wait(15) == 0
+            assert "k9-01999" in event_credentials(tmp_path / "data")
+        finally:
+            gw2.finish()
+    finally:
+        gw.finish()
+        os.close(fd)
+        scanner.stop()
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
