@@ -27,6 +27,10 @@ class ModbusRtuBusConfig(_Strict):
     offline_after: int = Field(3, ge=1, description="consecutive failures that mark a device offline")
     probe_max_s: float = Field(30.0, gt=0, description="longest backoff between probes of an offline device")
     poll_interval_s: float = Field(0.2, gt=0, description="input polling period per device")
+    probe_min_s: float = Field(0.5, gt=0, description="first backoff after a device goes offline")
+    keepalive_s: float = Field(
+        10.0, ge=0, description="probe an online device after this long without traffic (0: never)"
+    )
 
 
 class ModbusTcpBusConfig(_Strict):
@@ -38,6 +42,8 @@ class ModbusTcpBusConfig(_Strict):
     offline_after: int = Field(3, ge=1)
     probe_max_s: float = Field(30.0, gt=0)
     poll_interval_s: float = Field(0.2, gt=0)
+    probe_min_s: float = Field(0.5, gt=0)
+    keepalive_s: float = Field(10.0, ge=0)
 
 
 BusConfig = Annotated[ModbusRtuBusConfig | ModbusTcpBusConfig, Field(discriminator="type")]

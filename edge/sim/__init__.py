@@ -1,0 +1,1 @@
+"""Simulated hardware (relay boards, scanners) for tests, benchmarks and demos without a bench."""
