@@ -36,7 +36,7 @@ from tests.support.ptys import PtyPair  # noqa: E402
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 def fmt(name: str, xs: list[float]) -> str:
@@ -58,9 +58,13 @@ async def main() -> None:
     server = asyncio.create_task(board.serve_tcp("127.0.0.1", port))
     qr, card = PtyPair(tmp, "qr").start(), PtyPair(tmp, "card").start()
     cfg_path = gateway_config(
-        tmp, signer=signer, bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": port},
-        readers={"qr-north": {"type": "serial", "port": str(qr.b), "content": "qr"},
-                 "card-north": {"type": "serial", "port": str(card.b), "content": "card"}},
+        tmp,
+        signer=signer,
+        bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": port},
+        readers={
+            "qr-north": {"type": "serial", "port": str(qr.b), "content": "qr"},
+            "card-north": {"type": "serial", "port": str(card.b), "content": "card"},
+        },
         door={"pulse_ms": 100},
     )
     cfg = load_config(cfg_path)
@@ -68,12 +72,28 @@ async def main() -> None:
     t0 = time.perf_counter()
     store = WhitelistStore(cfg.gateway.data_dir / "whitelist.db")
     store.import_entries(
-        Entry("card", f"{i:08X}", f"resident:{i}", ("north-gate",)) for i in range(a.entries))
+        Entry("card", f"{i:08X}", f"resident:{i}", ("north-gate",)) for i in range(a.entries)
+    )
     store.close()
     print(f"whitelist: {a.entries} entries imported in {time.perf_counter() - t0:.1f} s")
 
-    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "-c", str(cfg_path), "--log-format", "json",
-                             "--log-level", "debug"], cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "run",
+            "-c",
+            str(cfg_path),
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
     logs: list[dict[str, object]] = []
 
     def pump() -> None:
@@ -109,8 +129,13 @@ async def main() -> None:
             await asyncio.sleep(0.0005)
         await asyncio.sleep(max(0.0, 1 / a.rate - (time.perf_counter() - t_w)))
     await asyncio.sleep(1.0)
-    rss_kb = int(next(ln.split()[1] for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
-                      if ln.startswith("VmRSS")))
+    rss_kb = int(
+        next(
+            ln.split()[1]
+            for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+            if ln.startswith("VmRSS")
+        )
+    )
     proc.send_signal(signal.SIGTERM)
     proc.wait(20)
     acts = [ln for ln in logs if ln.get("event") == "actuated"]

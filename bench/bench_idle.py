@@ -1,6 +1,6 @@
 """RSS and idle CPU of `edge run` with the demo config (simulated hardware from `edge sim`).
 
-    .venv/bin/python bench/bench_idle.py [--seconds 60]
+.venv/bin/python bench/bench_idle.py [--seconds 60]
 """
 
 from __future__ import annotations
@@ -39,18 +39,29 @@ def main() -> None:
     shutil.copytree(ROOT / "config", work / "config")
     cfg = work / "config" / "demo.yaml"
     edge = [sys.executable, "-m", "edge.cli"]
-    sim = subprocess.Popen([*edge, "sim", "-c", str(cfg), "--no-input"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    sim = subprocess.Popen(
+        [*edge, "sim", "-c", str(cfg), "--no-input"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     time.sleep(2)
-    gw = subprocess.Popen([*edge, "run", "-c", str(cfg), "--log-format", "json"], cwd=ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gw = subprocess.Popen(
+        [*edge, "run", "-c", str(cfg), "--log-format", "json"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(5)  # start-up done
         c0, t0 = cpu_s(gw.pid), time.monotonic()
         time.sleep(a.seconds)
         c1, t1 = cpu_s(gw.pid), time.monotonic()
-        print(f"edge run (demo config, simulated board polled every 0.2 s): RSS {rss_mb(gw.pid):.1f} MB, "
-              f"idle CPU {(c1 - c0) / (t1 - t0) * 100:.2f}% of one core over {t1 - t0:.0f} s")
+        print(
+            f"edge run (demo config, simulated board polled every 0.2 s): RSS {rss_mb(gw.pid):.1f} MB, "
+            f"idle CPU {(c1 - c0) / (t1 - t0) * 100:.2f}% of one core over {t1 - t0:.0f} s"
+        )
     finally:
         gw.send_signal(signal.SIGTERM)
         gw.wait(20)

@@ -70,7 +70,8 @@ class Gateway:
         self.doors = {did: Door(did, dcfg, self.buses[dcfg.bus]) for did, dcfg in cfg.doors.items()}
         self.reader_door = cfg.reader_door()
         self.readers = {
-            rid: SerialReader(rid, rcfg, self.present, self._reader_reject) for rid, rcfg in cfg.readers.items()
+            rid: SerialReader(rid, rcfg, self.present, self._reader_reject)
+            for rid, rcfg in cfg.readers.items()
         }
         self.started_at = int(time.time() * 1000)
         self._device_cbs: list[Callable[[str, bool, str | None], None]] = []
@@ -106,9 +107,15 @@ class Gateway:
             link = CloudLink(self.cfg, self.store, self.outbox, self, version=__version__)
             self.cloud = link
             self._bg.append(asyncio.create_task(link.run(), name="cloud-link"))
-        log.info("gateway_started", site=self.cfg.gateway.site, id=self.cfg.gateway.id,
-                 doors=list(self.doors), readers=list(self.readers), whitelist_version=self.store.version,
-                 cloud=self.cfg.mqtt is not None)
+        log.info(
+            "gateway_started",
+            site=self.cfg.gateway.site,
+            id=self.cfg.gateway.id,
+            doors=list(self.doors),
+            readers=list(self.readers),
+            whitelist_version=self.store.version,
+            cloud=self.cfg.mqtt is not None,
+        )
 
     async def stop(self) -> None:
         """Readers off, pending pulses cut short, every lock coil switched off, stores closed. Idempotent."""
@@ -187,8 +194,15 @@ class Gateway:
 
     @staticmethod
     def _log_decision(door_id: str, pres: Presentation, decision: Decision) -> None:
-        log.info("decision", door=door_id, reader=pres.reader, result=decision.result, reason=decision.reason,
-                 subject=decision.subject, credential=decision.credential)
+        log.info(
+            "decision",
+            door=door_id,
+            reader=pres.reader,
+            result=decision.result,
+            reason=decision.reason,
+            subject=decision.subject,
+            credential=decision.credential,
+        )
 
     @staticmethod
     def _mask(pres: Presentation) -> str:
@@ -196,33 +210,71 @@ class Gateway:
 
     def _record_decision(self, pres: Presentation, device: str, decision: Decision) -> None:
         latency = (time.perf_counter() - pres.t_mono) * 1000 if pres.t_mono else None
-        self.record(self.make_event(device, pres.reader, pres.method, decision.credential, decision.subject,
-                                    decision.result, decision.reason, latency))
+        self.record(
+            self.make_event(
+                device,
+                pres.reader,
+                pres.method,
+                decision.credential,
+                decision.subject,
+                decision.result,
+                decision.reason,
+                latency,
+            )
+        )
 
     async def _actuate(self, door: Door, pres: Presentation, decision: Decision) -> None:
         t_act = time.perf_counter()
         try:
             await door.pulse()
-            log.debug("actuated", door=door_id_of(door), credential=decision.credential, t_in=pres.t_mono,
-                      t_act=t_act, t_done=time.perf_counter())
-        except (DeviceUnavailable, OSError, asyncio.TimeoutError) as exc:
+            log.debug(
+                "actuated",
+                door=door_id_of(door),
+                credential=decision.credential,
+                t_in=pres.t_mono,
+                t_act=t_act,
+                t_done=time.perf_counter(),
+            )
+        except (TimeoutError, DeviceUnavailable, OSError) as exc:
             log.error("actuation_failed", door=door_id_of(door), error=str(exc))
-            self.record(self.make_event(door_id_of(door), pres.reader, pres.method, decision.credential,
-                                        decision.subject, "denied", "device_unavailable", None))
+            self.record(
+                self.make_event(
+                    door_id_of(door),
+                    pres.reader,
+                    pres.method,
+                    decision.credential,
+                    decision.subject,
+                    "denied",
+                    "device_unavailable",
+                    None,
+                )
+            )
 
     # --- inputs and status ---------------------------------------------------------------
     def _reader_reject(self, reader_id: str, reason: str, detail: str) -> None:
         log.warning("reader_rejected_line", reader=reader_id, reason=reason, detail=detail)
         method: Method = "qr" if self.cfg.readers[reader_id].content == "qr" else "nfc"
-        self.record(self.make_event(self.reader_door.get(reader_id, "gateway"), reader_id, method, "",
-                                    None, "denied", reason, None))
+        self.record(
+            self.make_event(
+                self.reader_door.get(reader_id, "gateway"),
+                reader_id,
+                method,
+                "",
+                None,
+                "denied",
+                reason,
+                None,
+            )
+        )
 
     def _door_input(self, door_id: str, name: str, value: bool) -> None:
         log.info("door_input", door=door_id, input=name, value=value)
         if name == "exit_button" and value:
             door = self.doors[door_id]
             self.record(self.make_event(door_id, None, "button", "exit", None, "granted", "ok", None))
-            self._spawn(self._actuate(door, Presentation("card", "", "button", None), Decision("granted", "ok")))
+            self._spawn(
+                self._actuate(door, Presentation("card", "", "button", None), Decision("granted", "ok"))
+            )
 
     def _bus_status(self, bus_id: str, device_id: int, online: bool, error: str | None) -> None:
         for did, dcfg in self.cfg.doors.items():
@@ -246,10 +298,29 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
 
     # --- events --------------------------------------------------------------------------
-    def make_event(self, device: str, reader: str | None, method: Method, credential: str,
-                   subject: str | None, result: str, reason: str, latency_ms: float | None) -> Event:
-        return Event(new_event_id(), int(time.time() * 1000), device, reader, method, credential, subject,
-                     result, reason, None if latency_ms is None else round(latency_ms, 3))  # type: ignore[arg-type]
+    def make_event(
+        self,
+        device: str,
+        reader: str | None,
+        method: Method,
+        credential: str,
+        subject: str | None,
+        result: str,
+        reason: str,
+        latency_ms: float | None,
+    ) -> Event:
+        return Event(
+            new_event_id(),
+            int(time.time() * 1000),
+            device,
+            reader,
+            method,
+            credential,
+            subject,
+            result,
+            reason,
+            None if latency_ms is None else round(latency_ms, 3),
+        )  # type: ignore[arg-type]
 
     def record(self, event: Event) -> None:
         self.outbox.append(event)
@@ -274,7 +345,7 @@ class Gateway:
             return "device_unavailable"
         try:
             await door.pulse()
-        except (DeviceUnavailable, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, DeviceUnavailable, OSError) as exc:
             log.error("remote_open_failed", door=target, error=str(exc))
             return "device_unavailable"
         return None
@@ -285,7 +356,7 @@ class Gateway:
             return "unknown_target"
         try:
             await door.set_mode(mode)
-        except (DeviceUnavailable, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, DeviceUnavailable, OSError) as exc:
             log.error("set_mode_failed", door=target, mode=mode, error=str(exc))
             return "device_unavailable"
         return None
@@ -311,9 +382,14 @@ class Gateway:
         log.info("trust_reloaded", kids=sorted(self.policy.keys))
 
     def status(self) -> dict[str, object]:
-        return {"version": __version__, "whitelist_version": self.store.version, "outbox": self.outbox.count(),
-                "devices": self.device_health(), "clock_synced": self.clock_synced(),
-                "doors": {d: door.mode for d, door in self.doors.items()}}
+        return {
+            "version": __version__,
+            "whitelist_version": self.store.version,
+            "outbox": self.outbox.count(),
+            "devices": self.device_health(),
+            "clock_synced": self.clock_synced(),
+            "doors": {d: door.mode for d, door in self.doors.items()},
+        }
 
 
 def door_id_of(door: Door) -> str:

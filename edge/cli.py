@@ -70,20 +70,30 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  data in {cfg.gateway.data_dir}")
     print(f"  trusted keys: {', '.join(sorted(cfg.trust.keys)) or 'none (no QR code can be granted)'}")
     for bid, bus in cfg.buses.items():
-        where = f"{bus.port} {bus.baud} baud {bus.parity}" if bus.type == "modbus_rtu" else f"{bus.host}:{bus.port}"
+        where = (
+            f"{bus.port} {bus.baud} baud {bus.parity}"
+            if bus.type == "modbus_rtu"
+            else f"{bus.host}:{bus.port}"
+        )
         print(f"  bus {bid}: {bus.type} {where}, timeout {bus.timeout}s, retries {bus.retries}")
     for did, door in cfg.doors.items():
-        print(f"  door {did}: zone {door.zone!r}, bus {door.bus} unit {door.device_id}, lock coil {door.lock_coil}"
-              f" ({door.pulse_mode} {door.pulse_ms} ms), readers {', '.join(door.readers) or 'none'}")
+        print(
+            f"  door {did}: zone {door.zone!r}, bus {door.bus} unit {door.device_id}, lock coil {door.lock_coil}"
+            f" ({door.pulse_mode} {door.pulse_ms} ms), readers {', '.join(door.readers) or 'none'}"
+        )
     opened = cfg.reader_door()
     for rid, r in cfg.readers.items():
-        print(f"  reader {rid}: {r.type} {r.port} ({r.content}) -> door {opened.get(rid, 'NONE: opens nothing')}")
+        print(
+            f"  reader {rid}: {r.type} {r.port} ({r.content}) -> door {opened.get(rid, 'NONE: opens nothing')}"
+        )
     if cfg.mqtt is None:
         print("  cloud: none (offline mode: the gate decides locally; events wait in the outbox)")
     else:
         print(f"  cloud: mqtt {cfg.mqtt.host}:{cfg.mqtt.port} tls={'yes' if cfg.mqtt.tls else 'no'}")
     if not cfg.trust.require_clock_sync:
-        print("  WARNING: trust.require_clock_sync is false: codes are judged even on an unsynchronised clock")
+        print(
+            "  WARNING: trust.require_clock_sync is false: codes are judged even on an unsynchronised clock"
+        )
     return 0
 
 
@@ -102,22 +112,41 @@ def cmd_token_verify(args: argparse.Namespace) -> int:
     store = WhitelistStore(db)
     try:
         now = float(args.now) if args.now is not None else time.time()
-        trusted = True if args.now is not None else ClockState(
-            None if cfg.trust.require_clock_sync else True).synced()
+        trusted = (
+            True
+            if args.now is not None
+            else ClockState(None if cfg.trust.require_clock_sync else True).synced()
+        )
         verified = verify_token(args.token.strip(), build_policy(cfg, store), now, clock_trusted=trusted)
         revoked, used = False, 0
         if isinstance(verified, TokenClaims):
             revoked = store.is_revoked(verified.jti, now)
             used = store.uses(verified.jti)
-        d = decide_token(Presentation("token", args.token, "qr", None), verified, DeviceContext("cli", zone),
-                         revoked=revoked, used=used)
+        d = decide_token(
+            Presentation("token", args.token, "qr", None),
+            verified,
+            DeviceContext("cli", zone),
+            revoked=revoked,
+            used=used,
+        )
     finally:
         store.close()
-    out = {"result": d.result, "reason": d.reason, "subject": d.subject,
-           "floors": list(d.floors) if d.floors is not None else None}
+    out = {
+        "result": d.result,
+        "reason": d.reason,
+        "subject": d.subject,
+        "floors": list(d.floors) if d.floors is not None else None,
+    }
     if args.verbose:
-        out.update({"jti": d.jti, "zone": zone, "now": int(now), "clock_trusted": trusted,
-                    "detail": getattr(verified, "detail", "")})
+        out.update(
+            {
+                "jti": d.jti,
+                "zone": zone,
+                "now": int(now),
+                "clock_trusted": trusted,
+                "detail": getattr(verified, "detail", ""),
+            }
+        )
     _print(out)
     return 0 if d.granted else 1
 
@@ -160,7 +189,9 @@ def cmd_whitelist(args: argparse.Namespace) -> int:
             from edge.normalize import BadCredential, normalize_card, normalize_plate
 
             try:
-                value = normalize_card(args.value, "hex") if args.kind == "card" else normalize_plate(args.value)
+                value = (
+                    normalize_card(args.value, "hex") if args.kind == "card" else normalize_plate(args.value)
+                )
             except BadCredential as exc:
                 print(f"not a valid {args.kind}: {exc}", file=sys.stderr)
                 return 2
@@ -204,8 +235,9 @@ def cmd_open(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     try:
-        reply = asyncio.run(control.request(cfg.gateway.data_dir, {"cmd": "open", "door": args.door,
-                                                                   "by": getpass.getuser()}))
+        reply = asyncio.run(
+            control.request(cfg.gateway.data_dir, {"cmd": "open", "door": args.door, "by": getpass.getuser()})
+        )
     except ConnectionError as exc:
         print(f"{exc}: is `edge run` running with this config?", file=sys.stderr)
         return 2

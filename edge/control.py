@@ -36,8 +36,18 @@ async def _handle(gw: Gateway, req: dict[str, Any]) -> dict[str, Any]:
             return {"ok": False, "error": "unknown_target"}
         by = str(req.get("by") or "local")
         err = await gw.remote_open(door, by)
-        gw.record(gw.make_event(door, None, "remote", "local-cli", f"local:{by}",
-                                "granted" if err is None else "denied", err or "ok", None))
+        gw.record(
+            gw.make_event(
+                door,
+                None,
+                "remote",
+                "local-cli",
+                f"local:{by}",
+                "granted" if err is None else "denied",
+                err or "ok",
+                None,
+            )
+        )
         return {"ok": err is None, "error": err}
     return {"ok": False, "error": "unknown_command"}
 
@@ -52,7 +62,9 @@ async def serve(gw: Gateway) -> None:
             line = await asyncio.wait_for(reader.readline(), 5)
             try:
                 req = json.loads(line[:MAX_REQUEST])
-                reply = await _handle(gw, req) if isinstance(req, dict) else {"ok": False, "error": "malformed"}
+                reply = (
+                    await _handle(gw, req) if isinstance(req, dict) else {"ok": False, "error": "malformed"}
+                )
             except json.JSONDecodeError:
                 reply = {"ok": False, "error": "malformed"}
             writer.write(json.dumps(reply).encode() + b"\n")

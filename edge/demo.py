@@ -22,16 +22,29 @@ from edge.sim.demo_key import DEMO_KID, demo_private_key
 DEMO_WHITELIST = Path(__file__).resolve().parent.parent / "config" / "demo-whitelist.json"
 
 
-def mint_demo_code(cfg: Config, kind: str = "visitor", sub: str = "visitor:88", ttl: int = 3600,
-                   uses: int | None = 5, zones: list[str] | None = None, floors: list[int] | None = None) -> str:
+def mint_demo_code(
+    cfg: Config,
+    kind: str = "visitor",
+    sub: str = "visitor:88",
+    ttl: int = 3600,
+    uses: int | None = 5,
+    zones: list[str] | None = None,
+    floors: list[int] | None = None,
+) -> str:
     """A code signed with the public DEMO key; only a config trusting kid demo-only-2026 accepts it."""
     from edge.ids import new_event_id
     from edge.tokens import mint_token
 
     now = int(time.time())
-    claims: dict[str, Any] = {"iss": cfg.gateway.site, "sub": sub, "kind": kind, "jti": "demo-" + new_event_id(),
-                              "nbf": now - 5, "exp": now + ttl,
-                              "zones": zones or sorted({d.zone for d in cfg.doors.values()}) or ["*"]}
+    claims: dict[str, Any] = {
+        "iss": cfg.gateway.site,
+        "sub": sub,
+        "kind": kind,
+        "jti": "demo-" + new_event_id(),
+        "nbf": now - 5,
+        "exp": now + ttl,
+        "zones": zones or sorted({d.zone for d in cfg.doors.values()}) or ["*"],
+    }
     if uses is not None:
         claims["uses"] = uses
     if floors:
@@ -62,13 +75,18 @@ class SimHardware:
                 self.scanners[rid] = SimScanner(Path(r.port), terminator=b"\r")
 
     def _coil(self, bus_id: str, w: Any) -> None:
-        names = [did for did, d in self.cfg.doors.items()
-                 if d.bus == bus_id and d.device_id == w.device_id and d.lock_coil == (w.address & 0xFF)]
+        names = [
+            did
+            for did, d in self.cfg.doors.items()
+            if d.bus == bus_id and d.device_id == w.device_id and d.lock_coil == (w.address & 0xFF)
+        ]
         what = f"door {names[0]}" if names else f"unit {w.device_id}"
         if w.address >= 0x0200:
             self.say(f"  [relay board] {what}: lock RELEASED for {w.value * 0.1:.1f} s (flash pulse)")
         else:
-            self.say(f"  [relay board] {what}: coil {w.address} {'ON (lock released)' if w.value else 'OFF (locked)'}")
+            self.say(
+                f"  [relay board] {what}: coil {w.address} {'ON (lock released)' if w.value else 'OFF (locked)'}"
+            )
 
     async def start(self) -> None:
         for bid, board in self.boards.items():
@@ -122,7 +140,11 @@ async def run_sim(cfg: Config, interactive: bool) -> None:
     for bid, bus in cfg.buses.items():
         if bid in hw.boards:
             print(f"simulated relay board on {bus.host}:{bus.port} (bus {bid})")  # type: ignore[union-attr]
-    print("type a code (or card:HEX) and Enter; Ctrl-D or Ctrl-C to stop" if interactive else "running; Ctrl-C to stop")
+    print(
+        "type a code (or card:HEX) and Enter; Ctrl-D or Ctrl-C to stop"
+        if interactive
+        else "running; Ctrl-C to stop"
+    )
     try:
         if interactive:
             await _stdin_lines(hw)
@@ -146,8 +168,12 @@ def cmd_demo_code(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     if DEMO_KID not in cfg.trust.keys:
-        print(f"this config does not trust the demo key {DEMO_KID!r}; codes would be refused", file=sys.stderr)
-    code = mint_demo_code(cfg, args.kind, args.sub, args.ttl, args.uses, args.zone or None, args.floor or None)
+        print(
+            f"this config does not trust the demo key {DEMO_KID!r}; codes would be refused", file=sys.stderr
+        )
+    code = mint_demo_code(
+        cfg, args.kind, args.sub, args.ttl, args.uses, args.zone or None, args.floor or None
+    )
     print(code)
     if args.png:
         import segno
@@ -162,8 +188,12 @@ def add_cli(sub: Any, with_config: Callable[..., argparse.ArgumentParser]) -> No
     s.add_argument("--no-input", action="store_true", help="do not read typed codes from stdin")
     s.set_defaults(func=cmd_sim)
     d = with_config(sub.add_parser("demo", help="simulated hardware + gateway: watch a door open"))
-    d.add_argument("--once", action="store_true", help="run the scripted demo and exit (status 0 = as expected)")
-    d.add_argument("--no-broker", action="store_true", help="do not start a local Mosquitto even if installed")
+    d.add_argument(
+        "--once", action="store_true", help="run the scripted demo and exit (status 0 = as expected)"
+    )
+    d.add_argument(
+        "--no-broker", action="store_true", help="do not start a local Mosquitto even if installed"
+    )
     d.set_defaults(func=_cmd_demo)
     c = with_config(sub.add_parser("demo-code", help="mint a DEMO-key code (only demo configs trust it)"))
     c.add_argument("--kind", default="visitor", choices=["visitor", "resident", "staff"])

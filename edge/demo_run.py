@@ -25,7 +25,7 @@ SCRIPT: list[tuple[str, str, str]] = [
 def _forge(code: str) -> str:
     head, body, sig = code.split(".")
     i = len(body) // 2
-    body = body[:i] + ("A" if body[i] != "A" else "B") + body[i + 1:]
+    body = body[:i] + ("A" if body[i] != "A" else "B") + body[i + 1 :]
     return ".".join((head, body, sig))
 
 

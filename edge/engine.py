@@ -52,8 +52,12 @@ def decide_token(
     if reason is not None:
         return Decision("denied", reason, subject=verified.sub, jti=verified.jti, credential=cred)
     if device.mode == "lock" or not device.online:
-        return Decision("denied", "device_unavailable", subject=verified.sub, jti=verified.jti, credential=cred)
-    return Decision("granted", "ok", subject=verified.sub, floors=verified.floors, jti=verified.jti, credential=cred)
+        return Decision(
+            "denied", "device_unavailable", subject=verified.sub, jti=verified.jti, credential=cred
+        )
+    return Decision(
+        "granted", "ok", subject=verified.sub, floors=verified.floors, jti=verified.jti, credential=cred
+    )
 
 
 def in_windows(windows: tuple[Window, ...], local: datetime) -> bool:

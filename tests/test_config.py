@@ -72,7 +72,9 @@ def test_unknown_key_is_a_typo(tmp_path: Path) -> None:
 
 
 def test_bad_key_material(tmp_path: Path) -> None:
-    [(line, key, msg)] = problems(tmp_path, GOOD.replace("LuviwDTQSEiiEtEw2gwg0HLRDqNnJzToOQ41qmaSKZQ", "abc"))
+    [(line, key, msg)] = problems(
+        tmp_path, GOOD.replace("LuviwDTQSEiiEtEw2gwg0HLRDqNnJzToOQ41qmaSKZQ", "abc")
+    )
     assert (line, key) == (7, "trust.keys") and "32 bytes" in msg
 
 
@@ -94,12 +96,20 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_check_config_cli(tmp_path: Path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "edge.cli", "check-config", str(ROOT / "config/demo.yaml")],
-                        capture_output=True, text=True, check=False)
+    ok = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "check-config", str(ROOT / "config/demo.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "door north-gate" in ok.stdout
     bad = write(tmp_path, GOOD.replace("device_id: 3", "device_id: 300"))
-    out = subprocess.run([sys.executable, "-m", "edge.cli", "check-config", "-c", str(bad)],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "check-config", "-c", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 2
     assert f"{bad}:19: doors.d1.device_id:" in out.stderr

@@ -22,7 +22,12 @@ def at(tz: ZoneInfo, *args: int) -> float:
 
 
 def entry(**kw: object) -> Entry:
-    base: dict[str, object] = {"kind": "card", "value": "04A1B2C3", "subject": "resident:1", "zones": ("north-gate",)}
+    base: dict[str, object] = {
+        "kind": "card",
+        "value": "04A1B2C3",
+        "subject": "resident:1",
+        "zones": ("north-gate",),
+    }
     base.update(kw)
     return Entry(**base)  # type: ignore[arg-type]
 
@@ -86,12 +91,18 @@ def test_entry_reasons_in_order() -> None:
     now = at(SH, 2026, 11, 30, 12, 0)
     assert decide_entry(CARD, None, DOOR, clock(now), "m").reason == "unknown_credential"
     assert decide_entry(CARD, entry(blocked=True), DOOR, clock(now), "m").reason == "blocked"
-    assert decide_entry(CARD, entry(valid_from=int(now) + 10), DOOR, clock(now), "m").reason == "not_yet_valid"
+    assert (
+        decide_entry(CARD, entry(valid_from=int(now) + 10), DOOR, clock(now), "m").reason == "not_yet_valid"
+    )
     assert decide_entry(CARD, entry(valid_until=int(now) - 10), DOOR, clock(now), "m").reason == "expired"
     assert decide_entry(CARD, entry(zones=("south",)), DOOR, clock(now), "m").reason == "zone_denied"
     granted = decide_entry(CARD, entry(floors=(3, 5)), DOOR, clock(now), "****B2C3")
     assert (granted.result, granted.subject, granted.floors, granted.credential) == (
-        "granted", "resident:1", (3, 5), "****B2C3")
+        "granted",
+        "resident:1",
+        (3, 5),
+        "****B2C3",
+    )
 
 
 def test_entry_zone_wildcard_is_not_special() -> None:
@@ -109,14 +120,24 @@ def test_unsynced_clock_denies_time_bound_entries_only() -> None:
 
 def test_locked_or_offline_door_denies() -> None:
     assert decide_entry(CARD, entry(), DeviceContext("d", "north-gate", "lock"), clock(0), "m").reason == (
-        "device_unavailable")
+        "device_unavailable"
+    )
     offline = DeviceContext("d", "north-gate", online=False)
     assert decide_entry(CARD, entry(), offline, clock(0), "m").reason == "device_unavailable"
 
 
 def claims(**kw: object) -> TokenClaims:
-    base: dict[str, object] = {"iss": "c42", "sub": "visitor:88", "kind": "visitor", "jti": "t-1", "exp": 2000,
-                               "nbf": 1000, "zones": ("north-gate",), "floors": (3,), "uses": 2}
+    base: dict[str, object] = {
+        "iss": "c42",
+        "sub": "visitor:88",
+        "kind": "visitor",
+        "jti": "t-1",
+        "exp": 2000,
+        "nbf": 1000,
+        "zones": ("north-gate",),
+        "floors": (3,),
+        "uses": 2,
+    }
     base.update(kw)
     return TokenClaims(**base)  # type: ignore[arg-type]
 
@@ -126,7 +147,13 @@ QR = Presentation("token", "x.y.z", "qr", "qr-north")
 
 def test_token_decisions() -> None:
     d = decide_token(QR, claims(), DOOR, revoked=False, used=1)
-    assert (d.result, d.reason, d.subject, d.floors, d.credential) == ("granted", "ok", "visitor:88", (3,), "t-1")
+    assert (d.result, d.reason, d.subject, d.floors, d.credential) == (
+        "granted",
+        "ok",
+        "visitor:88",
+        (3,),
+        "t-1",
+    )
     assert decide_token(QR, claims(), DOOR, revoked=False, used=2).reason == "uses_exhausted"
     assert decide_token(QR, claims(), DOOR, revoked=True, used=0).reason == "revoked"
     assert decide_token(QR, claims(zones=("south",)), DOOR, revoked=False, used=0).reason == "zone_denied"

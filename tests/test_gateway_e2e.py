@@ -45,16 +45,22 @@ async def rig(tmp_path: Path):  # type: ignore[no-untyped-def]
     scanner = PtyPair(tmp_path, "qr").start()
     cards = PtyPair(tmp_path, "card").start()
     cfg_path = gateway_config(
-        tmp_path, signer=signer,
+        tmp_path,
+        signer=signer,
         bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": port, "timeout": 0.3, "retries": 0},
-        readers={"qr-north": {"type": "serial", "port": str(scanner.b), "content": "qr"},
-                 "card-north": {"type": "serial", "port": str(cards.b), "content": "card"}},
+        readers={
+            "qr-north": {"type": "serial", "port": str(scanner.b), "content": "qr"},
+            "card-north": {"type": "serial", "port": str(cards.b), "content": "card"},
+        },
     )
     await asyncio.sleep(0.2)
     gw = Gateway(load_config(cfg_path))
     await gw.start()
     await wait_for(lambda: all(r.online for r in gw.readers.values()) and gw.doors["north-gate"].online)
-    fds = {"qr": os.open(scanner.a, os.O_RDWR | os.O_NOCTTY), "card": os.open(cards.a, os.O_RDWR | os.O_NOCTTY)}
+    fds = {
+        "qr": os.open(scanner.a, os.O_RDWR | os.O_NOCTTY),
+        "card": os.open(cards.a, os.O_RDWR | os.O_NOCTTY),
+    }
     yield gw, board, signer, fds, tmp_path / "data"
     for fd in fds.values():
         os.close(fd)
@@ -77,7 +83,8 @@ async def test_valid_code_opens_the_door_and_is_logged(rig) -> None:  # type: ig
     assert (w.device_id, w.value) == (1, 3)  # 300 ms in 100 ms units
     rows = outbox_rows(data)
     assert [(r["result"], r["reason"], r["credential"], r["subject"]) for r in rows] == [
-        ("granted", "ok", "t-open-1", "visitor:1")]
+        ("granted", "ok", "t-open-1", "visitor:1")
+    ]
     assert rows[0]["method"] == "qr" and rows[0]["reader"] == "qr-north" and rows[0]["device"] == "north-gate"
     assert isinstance(rows[0]["latency_ms"], float)
     # single-use code: the second presentation is refused and nothing is written
@@ -96,7 +103,12 @@ async def test_bad_codes_and_garbage_are_refused_with_reasons(rig) -> None:  # t
     os.write(fds["qr"], b"\x00\x01\xff\xfe garbage\r")
     os.write(fds["qr"], b"hello\r")
     await wait_for(lambda: len(outbox_rows(data)) == 4)
-    assert [r["reason"] for r in outbox_rows(data)] == ["bad_signature", "zone_denied", "malformed", "malformed"]
+    assert [r["reason"] for r in outbox_rows(data)] == [
+        "bad_signature",
+        "zone_denied",
+        "malformed",
+        "malformed",
+    ]
     # still deciding after all that
     os.write(fds["qr"], signer.code("t-after").encode() + b"\r")
     await wait_for(lambda: len(flash_writes(board)) == 1)
@@ -107,17 +119,32 @@ async def test_cards_against_the_whitelist(rig) -> None:  # type: ignore[no-unty
     from edge.store import entry_from_wire
 
     gw, board, signer, fds, data = rig
-    gw.store.import_entries([
-        entry_from_wire({"kind": "card", "value": "04A1B2C3", "subject": "resident:1042", "zones": ["north-gate"]}),
-        entry_from_wire({"kind": "card", "value": "0BADCAFE", "subject": "resident:9", "zones": ["north-gate"],
-                         "blocked": True}),
-    ])
+    gw.store.import_entries(
+        [
+            entry_from_wire(
+                {"kind": "card", "value": "04A1B2C3", "subject": "resident:1042", "zones": ["north-gate"]}
+            ),
+            entry_from_wire(
+                {
+                    "kind": "card",
+                    "value": "0BADCAFE",
+                    "subject": "resident:9",
+                    "zones": ["north-gate"],
+                    "blocked": True,
+                }
+            ),
+        ]
+    )
     for line in (b"04a1b2c3\r", b"0BADCAFE\n", b"DEADBEEF\r\n", b"XYZ\r"):
         os.write(fds["card"], line)
     await wait_for(lambda: len(outbox_rows(data)) == 4)
     rows = outbox_rows(data)
     assert [(r["result"], r["reason"]) for r in rows] == [
-        ("granted", "ok"), ("denied", "blocked"), ("denied", "unknown_credential"), ("denied", "malformed")]
+        ("granted", "ok"),
+        ("denied", "blocked"),
+        ("denied", "unknown_credential"),
+        ("denied", "malformed"),
+    ]
     assert rows[0]["subject"] == "resident:1042" and rows[0]["method"] == "nfc"
     assert "04A1B2C3" not in json.dumps(rows)  # card numbers are masked in events
     await wait_for(lambda: len(flash_writes(board)) == 1)

@@ -7,56 +7,12 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 from edge.sim.relay_board import RelayBoardSim
+from tests.support.daemon import Daemon
 from tests.support.gateway import Signer, free_port, gateway_config
 from tests.support.ptys import PtyPair
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class Daemon:
-    """`edge run` as a real child process; its JSON log lines are collected as they come."""
-
-    def __init__(self, cfg: Path) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "run", "-c", str(cfg), "--log-format", "json"],
-            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env,
-        )
-        self.lines: list[dict[str, object]] = []
-        self._t = threading.Thread(target=self._pump, daemon=True)
-        self._t.start()
-
-    def _pump(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            try:
-                self.lines.append(json.loads(raw))
-            except json.JSONDecodeError:
-                self.lines.append({"event": "raw", "text": raw.decode(errors="replace")})
-
-    def seen(self, event: str, **kw: object) -> bool:
-        return any(ln.get("event") == event and all(ln.get(k) == v for k, v in kw.items()) for ln in list(self.lines))
-
-    async def wait_for(self, event: str, timeout: float = 20.0, **kw: object) -> None:
-        for _ in range(int(timeout / 0.05)):
-            if self.seen(event, **kw):
-                return
-            if self.proc.poll() is not None:
-                break
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no {event} {kw} in log: {self.lines[-10:]}")
-
-    def finish(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        self._t.join(5)
 
 
 def event_credentials(data: Path) -> list[str]:
@@ -74,7 +30,8 @@ async def test_kill9_while_presenting_loses_no_decided_event(tmp_path: Path) -> 
     server = asyncio.create_task(board.serve_tcp("127.0.0.1", port))
     scanner = PtyPair(tmp_path, "qr").start()
     cfg = gateway_config(
-        tmp_path, signer=signer,
+        tmp_path,
+        signer=signer,
         bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": port, "timeout": 0.3, "retries": 0},
         readers={"qr-north": {"type": "serial", "port": str(scanner.b), "content": "qr"}},
         door={"pulse_ms": 100},

@@ -31,26 +31,64 @@ class Signer:
         raw = self.key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         self.public_b64 = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
-    def code(self, jti: str, *, kind: str = "visitor", sub: str = "visitor:1", ttl: int = 3600,
-             zones: list[str] | None = None, **extra: Any) -> str:
+    def code(
+        self,
+        jti: str,
+        *,
+        kind: str = "visitor",
+        sub: str = "visitor:1",
+        ttl: int = 3600,
+        zones: list[str] | None = None,
+        **extra: Any,
+    ) -> str:
         from edge.tokens import mint_token
 
         now = int(time.time())
-        claims = {"iss": SITE, "sub": sub, "kind": kind, "jti": jti, "nbf": now - 5, "exp": now + ttl,
-                  "zones": zones or ["north-gate"], **extra}
+        claims = {
+            "iss": SITE,
+            "sub": sub,
+            "kind": kind,
+            "jti": jti,
+            "nbf": now - 5,
+            "exp": now + ttl,
+            "zones": zones or ["north-gate"],
+            **extra,
+        }
         return mint_token(self.key, self.kid, claims)
 
 
-def gateway_config(tmp_path: Path, *, signer: Signer, bus: dict[str, Any], readers: dict[str, dict[str, Any]],
-                   door: dict[str, Any] | None = None, mqtt: dict[str, Any] | None = None,
-                   extra: dict[str, Any] | None = None) -> Path:
+def gateway_config(
+    tmp_path: Path,
+    *,
+    signer: Signer,
+    bus: dict[str, Any],
+    readers: dict[str, dict[str, Any]],
+    door: dict[str, Any] | None = None,
+    mqtt: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write a gateway YAML with one door `north-gate` on bus `b1` opened by ``readers``."""
     cfg: dict[str, Any] = {
-        "gateway": {"site": SITE, "id": "gw-test", "timezone": "Asia/Shanghai", "data_dir": str(tmp_path / "data")},
+        "gateway": {
+            "site": SITE,
+            "id": "gw-test",
+            "timezone": "Asia/Shanghai",
+            "data_dir": str(tmp_path / "data"),
+        },
         "trust": {"keys": {signer.kid: signer.public_b64}, "require_clock_sync": False},
         "buses": {"b1": bus},
-        "doors": {"north-gate": {"bus": "b1", "device_id": 1, "zone": "north-gate", "lock_coil": 0,
-                                 "pulse_ms": 300, "pulse_mode": "flash", "readers": list(readers), **(door or {})}},
+        "doors": {
+            "north-gate": {
+                "bus": "b1",
+                "device_id": 1,
+                "zone": "north-gate",
+                "lock_coil": 0,
+                "pulse_ms": 300,
+                "pulse_mode": "flash",
+                "readers": list(readers),
+                **(door or {}),
+            }
+        },
         "readers": readers,
     }
     if mqtt:
