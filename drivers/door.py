@@ -5,9 +5,17 @@ Config model here; the driver is below it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Literal
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
+
+from drivers.modbus_bus import DeviceUnavailable, ModbusBus
+
+log = structlog.get_logger(__name__)
 
 
 class DoorConfig(BaseModel):
@@ -27,3 +35,195 @@ class DoorConfig(BaseModel):
     door_sensor_input: int | None = Field(None, ge=0, description="discrete input of the door contact")
     door_sensor_closed_when: bool = Field(True, description="input value meaning 'door closed'")
     exit_button_input: int | None = Field(None, ge=0, description="discrete input of the exit button")
+
+
+DoorMode = Literal["normal", "hold_open", "lock"]
+InputCallback = Callable[[str, str, bool], None]
+FLASH_ON_BASE = 0x0200
+
+
+class DoorLocked(DeviceUnavailable):
+    """pulse() refused because the door is in 'lock' mode (a lockdown opens nothing).
+
+    Subclasses DeviceUnavailable so a caller that only knows that error still fails safe."""
+
+
+class Door:
+    """One door on a relay board: releases the lock, follows the mode, reports its inputs.
+
+    Safety rules: the lock coil is switched off at start-up and at shutdown whatever the mode, a pulse
+    never ends early (a second one extends it), and when the board comes back online after an outage
+    the coil is set to what the mode wants (it may have rebooted mid-pulse or missed an off write).
+    """
+
+    def __init__(self, door_id: str, cfg: DoorConfig, bus: ModbusBus) -> None:
+        self.door_id = door_id
+        self.cfg = cfg
+        self.bus = bus
+        self._mode: DoorMode = "normal"
+        self._callbacks: list[InputCallback] = []
+        self._pulse_until = 0.0
+        self._closer: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._reassert: asyncio.Task[None] | None = None
+        self._running = False
+        self._door_open: bool | None = None
+        self._button: bool | None = None
+        self._log = log.bind(door=door_id, bus=cfg.bus, device_id=cfg.device_id)
+
+    @property
+    def mode(self) -> DoorMode:
+        return self._mode
+
+    @property
+    def online(self) -> bool:
+        return self.bus.is_online(self.cfg.device_id)
+
+    @property
+    def door_open(self) -> bool | None:
+        """Last door contact reading (True = open), None if no sensor or not read yet."""
+        return self._door_open
+
+    def on_input(self, cb: InputCallback) -> None:
+        """Add ``cb(door_id, kind, value)``; kind "exit_button" (value True = pressed, False = released)
+        or "door_sensor" (value True = door open). Called on changes only, not for the first reading,
+        so a button held or a door open at boot is not taken as an event."""
+        self._callbacks.append(cb)
+
+    async def start(self) -> None:
+        self.bus.register_device(self.cfg.device_id)
+        self.bus.on_status(self._on_status)
+        self._running = True
+        try:
+            await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, False)
+        except DeviceUnavailable as exc:
+            # Retried by _on_status when the board answers again.
+            self._log.warning("door_initial_lock_failed", error=str(exc))
+        if self.cfg.door_sensor_input is not None or self.cfg.exit_button_input is not None:
+            self._poller = asyncio.create_task(self._poll(), name=f"door-{self.door_id}-poll")
+        self._log.info("door_started", mode=self._mode)
+
+    async def stop(self) -> None:
+        """Stop polling and switch the lock coil off (also in hold_open). Call before the bus stops."""
+        self._running = False
+        for task in (self._poller, self._closer, self._reassert):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._poller = self._closer = self._reassert = None
+        self._pulse_until = 0.0
+        try:
+            await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, False)
+        except DeviceUnavailable as exc:
+            self._log.error("door_final_lock_failed", error=str(exc))
+        self._log.info("door_stopped")
+
+    async def pulse(self) -> None:
+        """Release the lock for ``pulse_ms``. Raises DeviceUnavailable (DoorLocked in 'lock' mode)."""
+        if self._mode == "lock":
+            raise DoorLocked("door_locked")
+        if self._mode == "hold_open":
+            return  # already released
+        if self.cfg.pulse_mode == "flash":
+            units = max(1, self.cfg.pulse_ms // 100)
+            await self.bus.write_coil_raw(self.cfg.device_id, FLASH_ON_BASE + self.cfg.lock_coil, units)
+            self._log.info("door_pulsed", mode="flash", units=units)
+            return
+        loop = asyncio.get_running_loop()
+        self._pulse_until = max(self._pulse_until, loop.time() + self.cfg.pulse_ms / 1000)
+        # The off is scheduled before the on is sent: if the on times out the board may still have
+        # switched, so an off must follow either way.
+        if self._closer is None or self._closer.done():
+            self._closer = asyncio.create_task(self._close_later(), name=f"door-{self.door_id}-close")
+        await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, True)
+        self._log.info("door_pulsed", mode="coil", ms=self.cfg.pulse_ms)
+
+    async def set_mode(self, mode: DoorMode) -> None:
+        """hold_open: coil on until the mode changes; lock/normal: coil off (normal lets a running pulse
+        finish). The mode is kept even if the write fails: it is re-applied when the board is back."""
+        if mode not in ("normal", "hold_open", "lock"):
+            raise ValueError(f"unknown door mode {mode!r}")
+        self._mode = mode
+        self._log.info("door_mode", mode=mode)
+        if mode == "hold_open":
+            await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, True)
+            return
+        if mode == "normal" and self._pulse_active():
+            return
+        self._pulse_until = 0.0
+        await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, False)
+
+    # ---------------------------------------------------------------- internals
+
+    def _pulse_active(self) -> bool:
+        return self._pulse_until > asyncio.get_running_loop().time()
+
+    def _wanted_on(self) -> bool:
+        return self._mode == "hold_open" or (self._mode == "normal" and self._pulse_active())
+
+    async def _close_later(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            delay = self._pulse_until - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            if self._mode == "hold_open":
+                return
+            try:
+                await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, False)
+            except DeviceUnavailable as exc:
+                self._log.error("door_relock_failed", error=str(exc))
+            # A pulse() during the off write queued its on behind it: go round again for its off.
+            if self._pulse_until <= loop.time():
+                return
+
+    def _on_status(self, device_id: int, online: bool, error: str | None) -> None:
+        if device_id != self.cfg.device_id or not self._running:
+            return
+        self._log.info("door_online" if online else "door_offline", error=error)
+        if online and (self._reassert is None or self._reassert.done()):
+            self._reassert = asyncio.get_running_loop().create_task(self._apply_mode())
+
+    async def _apply_mode(self) -> None:
+        if self.cfg.pulse_mode == "flash" and self._mode == "normal":
+            want = False
+        else:
+            want = self._wanted_on()
+        try:
+            await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, want)
+        except DeviceUnavailable as exc:
+            self._log.warning("door_reassert_failed", error=str(exc))
+
+    async def _poll(self) -> None:
+        addrs = [a for a in (self.cfg.door_sensor_input, self.cfg.exit_button_input) if a is not None]
+        lo, count = min(addrs), max(addrs) - min(addrs) + 1
+        while True:
+            try:
+                bits = await self.bus.read_discrete_inputs(self.cfg.device_id, lo, count)
+            except DeviceUnavailable:
+                pass  # the bus tracks health and logs; keep polling at the normal pace
+            else:
+                self._inputs(bits, lo)
+            await asyncio.sleep(self.bus.poll_interval_s)
+
+    def _inputs(self, bits: list[bool], lo: int) -> None:
+        if self.cfg.door_sensor_input is not None:
+            is_open = bits[self.cfg.door_sensor_input - lo] != self.cfg.door_sensor_closed_when
+            if self._door_open is not None and is_open != self._door_open:
+                self._emit("door_sensor", is_open)
+            self._door_open = is_open
+        if self.cfg.exit_button_input is not None:
+            pressed = bits[self.cfg.exit_button_input - lo]
+            if self._button is not None and pressed != self._button:
+                self._emit("exit_button", pressed)
+            self._button = pressed
+
+    def _emit(self, kind: str, value: bool) -> None:
+        self._log.info("door_input", kind=kind, value=value)
+        for cb in list(self._callbacks):
+            try:
+                cb(self.door_id, kind, value)
+            except Exception:
+                self._log.exception("door_input_callback_failed", kind=kind)
