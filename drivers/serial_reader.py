@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import re
+import termios
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -45,6 +46,7 @@ _EDGE_WHITESPACE = b" \t\r\n\x0b\x0c"
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _C1 = re.compile("[\x80-\x9f]")
 _READ_SIZE = 4096
+_MAX_EMPTY_READS = 100
 
 Overflow = int  # a frame that is an int: an over-long line of at least that many bytes was dropped
 
@@ -150,6 +152,7 @@ class SerialReader:
         self._reopen_task: asyncio.Task[None] | None = None
         self._running = False
         self._status: tuple[bool, str | None] | None = None
+        self._empty_reads = 0
 
     @property
     def online(self) -> bool:
@@ -198,6 +201,7 @@ class SerialReader:
             return False
         self._serial, self._fd = port, fd
         self._framer.reset()
+        self._empty_reads = 0
         log.info("reader_online", reader=self.reader_id, port=self.cfg.port)
         self._set_status(True, None)
         return True
@@ -259,8 +263,18 @@ class SerialReader:
             return
         t = time.perf_counter()
         if not data:
-            self._lost("end of file (device gone)")
+            # pyserial leaves VMIN=VTIME=0, so a tty read can return 0 bytes without EOF; a hung-up
+            # tty (USB unplug, pty master closed) also returns 0 but fails every ioctl: ask it.
+            self._empty_reads += 1
+            try:
+                termios.tcgetattr(fd)
+            except (OSError, termios.error):
+                self._lost("hung up (device gone)")
+                return
+            if self._empty_reads >= _MAX_EMPTY_READS:  # readable yet empty, again and again
+                self._lost("end of file")
             return
+        self._empty_reads = 0
         try:
             for frame in self._framer.feed(data):
                 if isinstance(frame, int):
