@@ -300,6 +300,10 @@ def test_framer_crlf_split_and_overflow_tail() -> None:
     f.feed(b"half")
     f.reset()
     assert f.feed(b"new\r\n") == [b"new"]
+    g = LineFramer(["CR", "CRLF"], max_line=8)
+    assert g.feed(b"abc\r") == [b"abc"]
+    assert g.feed(b"\nxyz\r") == [b"xyz"]  # the LF of a split CR LF is swallowed, not kept
+    assert g.feed(b"\r\n") == []
 
 
 def test_normalize_card_and_plate() -> None:
