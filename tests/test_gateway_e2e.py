@@ -4,6 +4,7 @@ relay board -> event row in the outbox on disk."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -42,33 +43,34 @@ async def rig(tmp_path: Path):  # type: ignore[no-untyped-def]
     port = free_port()
     board = RelayBoardSim(device_ids=[1])
     server = asyncio.create_task(board.serve_tcp("127.0.0.1", port))
-    scanner = PtyPair(tmp_path, "qr").start()
-    cards = PtyPair(tmp_path, "card").start()
-    cfg_path = gateway_config(
-        tmp_path,
-        signer=signer,
-        bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": port, "timeout": 0.3, "retries": 0},
-        readers={
-            "qr-north": {"type": "serial", "port": str(scanner.b), "content": "qr"},
-            "card-north": {"type": "serial", "port": str(cards.b), "content": "card"},
-        },
-    )
-    await asyncio.sleep(0.2)
-    gw = Gateway(load_config(cfg_path))
-    await gw.start()
-    await wait_for(lambda: all(r.online for r in gw.readers.values()) and gw.doors["north-gate"].online)
-    fds = {
-        "qr": os.open(scanner.a, os.O_RDWR | os.O_NOCTTY),
-        "card": os.open(cards.a, os.O_RDWR | os.O_NOCTTY),
-    }
-    yield gw, board, signer, fds, tmp_path / "data"
-    for fd in fds.values():
-        os.close(fd)
-    await gw.stop()
-    server.cancel()
-    await asyncio.gather(server, return_exceptions=True)
-    scanner.stop()
-    cards.stop()
+    with contextlib.ExitStack() as stack:
+        scanner = stack.enter_context(PtyPair(tmp_path, "qr"))
+        cards = stack.enter_context(PtyPair(tmp_path, "card"))
+        cfg_path = gateway_config(
+            tmp_path,
+            signer=signer,
+            bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": port, "timeout": 0.3, "retries": 0},
+            readers={
+                "qr-north": {"type": "serial", "port": str(scanner.b), "content": "qr"},
+                "card-north": {"type": "serial", "port": str(cards.b), "content": "card"},
+            },
+        )
+        await asyncio.sleep(0.2)
+        gw = Gateway(load_config(cfg_path))
+        try:
+            await gw.start()
+            await wait_for(lambda: all(r.online for r in gw.readers.values()) and gw.doors["north-gate"].online)
+            fds = {
+                "qr": os.open(scanner.a, os.O_RDWR | os.O_NOCTTY),
+                "card": os.open(cards.a, os.O_RDWR | os.O_NOCTTY),
+            }
+            for fd in fds.values():
+                stack.callback(os.close, fd)
+            yield gw, board, signer, fds, tmp_path / "data"
+        finally:
+            await gw.stop()
+            server.cancel()
+            await asyncio.gather(server, return_exceptions=True)
 
 
 def flash_writes(board: RelayBoardSim) -> list[object]:
