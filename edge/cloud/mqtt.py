@@ -151,7 +151,7 @@ class MqttTransport:
         try:
             ok, why, props_in = await asyncio.wait_for(asyncio.shield(self._connack), cfg.connect_timeout_s)
         except TimeoutError:
-            hint = "TLS handshake or client certificate rejected?" if cfg.tls else "is it an MQTT broker?"
+            hint = self._tls_hint() if cfg.tls else "is it an MQTT broker?"
             return await self._fail(f"no CONNACK within {cfg.connect_timeout_s:g} s: {hint}")
         if not ok:
             return await self._fail(why)
@@ -160,6 +160,12 @@ class MqttTransport:
         self._connected = True
         self._last_error = None
         return True
+
+    def _tls_hint(self) -> str:
+        tls = self._cfg.tls
+        if tls is not None and tls.cert is None:
+            return "TLS handshake failed: the broker may require a client certificate, mqtt.tls.cert/key are not set"
+        return "TLS handshake failed or client certificate rejected?"
 
     async def _fail(self, why: str) -> bool:
         self._last_error = why
@@ -186,7 +192,7 @@ class MqttTransport:
     def _on_disconnect(self, rc: Any) -> None:
         why = f"disconnected: {rc}"
         if self._connack is not None and not self._connack.done():
-            hint = " (client certificate rejected?)" if self._cfg.tls else ""
+            hint = f" ({self._tls_hint()})" if self._cfg.tls else ""
             self._connack.set_result((False, f"connection closed before CONNACK: {rc}{hint}", None))
             return
         was = self._connected
