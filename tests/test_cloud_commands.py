@@ -154,3 +154,19 @@ async def test_replay_after_restart_is_refused(tmp_path: Path, broker: Broker, c
         assert await until(lambda: len(result_of(cloud, jti)) == 2)
         assert result_of(cloud, jti)[1]["error"] == "replay"
         assert h2.gate.opens == []
+
+
+async def test_unsynchronised_clock_refuses_commands(tmp_path: Path, broker: Broker, cloud, signer):
+    cfg = make_config(tmp_path / "gw", broker.port, {signer.kid: signer.public})
+    async with running_link(cfg) as h:
+        h.gate.synced = False
+        token, jti = cmd(signer)
+        cloud.send_command(token)
+        assert await until(lambda: len(result_of(cloud, jti)) == 1)
+        assert result_of(cloud, jti)[0]["error"] == "clock_unsynced" and h.gate.opens == []
+        h.gate.synced = (
+            True  # not consumed by the refusal: the same command may run once the clock is trusted
+        )
+        cloud.send_command(token)
+        assert await until(lambda: len(result_of(cloud, jti)) == 2)
+        assert result_of(cloud, jti)[1]["ok"] is True and h.gate.opens == [("north-gate", None)]

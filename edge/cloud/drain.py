@@ -79,7 +79,8 @@ class Drainer:
                 if not rows:
                     break
                 mid = self._publish(build_payload([text for _, text in rows]))
-                if mid is None:  # connection gone: the link tears this drainer down
+                if mid is None:  # not accepted by paho: have the link reconnect, never leave rows stuck
+                    self._on_refused("publish failed")
                     return
                 lo, hi = rows[0][0], rows[-1][0]
                 self._inflight[mid] = (lo, hi, len(rows))

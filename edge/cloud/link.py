@@ -85,7 +85,13 @@ class CloudLink:
         self._replay = ReplayStore(cfg.gateway.data_dir / "replay.db")
         self._sync = WhitelistSync(store, self.request_sync, self._keys_changed)
         self._cmd = CommandContext(
-            cfg.gateway.id, gate, self._replay, lambda: self._policy, self.request_sync, self._publish_result
+            cfg.gateway.id,
+            gate,
+            self._replay,
+            lambda: self._policy,
+            cfg.trust.require_clock_sync,
+            self.request_sync,
+            self._publish_result,
         )
         self._drainer: Drainer | None = None
         self._pending: dict[int, asyncio.Future[bool]] = {}  # mids someone awaits (status at stop)

@@ -118,7 +118,12 @@ class MqttTransport:
         self._loop = asyncio.get_running_loop()
         self._gen += 1
         gen = self._gen
-        client = self._new_client(gen)
+        try:
+            client = self._new_client(gen)
+        except (OSError, ValueError) as exc:  # e.g. a CA / certificate / key file missing or unreadable
+            self._last_error = f"cannot set up the MQTT client (TLS files?): {exc}"
+            log.error("mqtt_connect_failed", error=self._last_error)
+            return False
         self._client = client
         self._connack = self._loop.create_future()
         self._closed = self._loop.create_future()
@@ -147,6 +152,9 @@ class MqttTransport:
             return await self._fail(f"cannot connect to {cfg.host}:{cfg.port}: {exc.strerror or exc}")
         except ValueError as exc:  # paho: bad host/port
             return await self._fail(f"bad MQTT settings: {exc}")
+        if gen != self._gen:  # closed (link stopping) while the socket was being set up
+            await asyncio.to_thread(client.disconnect)
+            return False
         client.loop_start()
         try:
             ok, why, props_in = await asyncio.wait_for(asyncio.shield(self._connack), cfg.connect_timeout_s)

@@ -53,6 +53,7 @@ class RecordingGate:
         self.health: dict[str, dict[str, object]] = {d: {"online": True, "error": None} for d in DOORS}
         self._cbs: list[Callable[[str, bool, str | None], None]] = []
         self.open_delay = 0.0
+        self.synced = True
 
     def targets(self) -> set[str]:
         return {*DOORS, LIFT}
@@ -76,7 +77,7 @@ class RecordingGate:
         return self.health
 
     def clock_synced(self) -> bool:
-        return True
+        return self.synced
 
     def record(self, event: Event) -> None:
         self.outbox.append(event)

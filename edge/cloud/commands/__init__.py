@@ -1,8 +1,8 @@
 """Remote commands (R/cmd): verify, refuse replays, dispatch to one module per action.
 
 Order, first failure wins: token checks (edge.tokens.verify_command: malformed, signature, key,
-site, aud, time window, action arguments) -> replay -> unknown target -> unsupported action ->
-action. The jti is claimed durably (ReplayStore) right after the token checks, before anything
+site, aud, time window, action arguments) -> clock_unsynced (when trust.require_clock_sync) ->
+replay -> unknown target -> unsupported action -> action. The jti is claimed durably (ReplayStore) right after the token checks, before anything
 else can happen, so a command runs at most once even if delivered twice or after a restart.
 Every command, done or refused, yields exactly one R/cmd/result and one Event (method remote).
 """
@@ -33,6 +33,7 @@ class CommandContext:
     gate: GateControl
     replay: ReplayStore
     policy: Callable[[], TrustPolicy]
+    require_clock_sync: bool
     request_sync: Callable[[], None]
     publish_result: Callable[[dict[str, object]], None]
 
@@ -84,6 +85,10 @@ async def handle_command(
 
 
 async def _execute(ctx: CommandContext, c: CommandClaims, now: float) -> str | None:
+    if ctx.require_clock_sync and not ctx.gate.clock_synced():
+        # The time window proves nothing on an unsynchronised clock: an old captured command could pass.
+        log.warning("command_refused", jti=c.jti, error="clock_unsynced")
+        return "clock_unsynced"
     keep_until = c.exp + ctx.policy().leeway_s + 1
     if not ctx.replay.claim(c.jti, keep_until, now):  # synchronous: no await between check and mark
         log.warning("command_refused", jti=c.jti, error="replay")
