@@ -61,7 +61,7 @@ class CloudClient:
         self.persistent = persistent
         self.received: list[Received] = []
         self._cond = threading.Condition()
-        self._on_message = on_message
+        self.listener = on_message  # called on paho's thread for every message
         self._connected = threading.Event()
         self.c = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -91,8 +91,8 @@ class CloudClient:
         with self._cond:
             self.received.append(r)
             self._cond.notify_all()
-        if self._on_message is not None:
-            self._on_message(r)
+        if self.listener is not None:
+            self.listener(r)
 
     def connect(self, timeout: float = 10.0) -> CloudClient:
         props = Properties(PacketTypes.CONNECT)
@@ -141,11 +141,17 @@ class CloudClient:
 
     # --- what the cloud sends -----------------------------------------------------------------
     def publish(
-        self, sub: str, payload: bytes | str | dict[str, Any], qos: int = 1, wait: bool = True
+        self,
+        sub: str,
+        payload: bytes | str | dict[str, Any],
+        qos: int = 1,
+        wait: bool = True,
+        root: str | None = None,
     ) -> None:
+        """Publish on ``{root}/{sub}``; ``root`` defaults to this client's gateway."""
         if isinstance(payload, dict):
             payload = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-        info = self.c.publish(f"{self.root}/{sub}", payload, qos=qos)
+        info = self.c.publish(f"{root or self.root}/{sub}", payload, qos=qos)
         if wait and qos > 0:
             info.wait_for_publish(10)
 
@@ -174,11 +180,15 @@ class CloudClient:
         ]
 
     def send_snapshot(
-        self, entries: list[dict[str, Any]], version: int, part_size: int = SNAPSHOT_PART
+        self,
+        entries: list[dict[str, Any]],
+        version: int,
+        part_size: int = SNAPSHOT_PART,
+        root: str | None = None,
     ) -> int:
         parts = self.snapshot_parts(entries, version, part_size=part_size)
         for p in parts:
-            self.publish("whitelist", p)
+            self.publish("whitelist", p, root=root)
         return len(parts)
 
     def send_command(self, token: str) -> None:
