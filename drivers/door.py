@@ -130,6 +130,8 @@ class Door:
             await self.bus.write_coil_raw(self.cfg.device_id, FLASH_ON_BASE + self.cfg.lock_coil, units)
             self._log.info("door_pulsed", mode="flash", units=units)
             return
+        if not self.online:  # fail fast, and schedule no off write that could only fail too
+            raise DeviceUnavailable(f"offline: {self.bus.device_error(self.cfg.device_id)}")
         loop = asyncio.get_running_loop()
         self._pulse_until = max(self._pulse_until, loop.time() + self.cfg.pulse_ms / 1000)
         # The off is scheduled before the on is sent: if the on times out the board may still have

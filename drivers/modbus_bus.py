@@ -255,6 +255,10 @@ class ModbusBus:
     async def _execute(self, job: _Job) -> ModbusPDU:
         client = self._client
         assert client is not None
+        if job.probe and client.connected and not any(d.online for d in self._devices.values()):
+            # Nothing on the bus answers: the link itself may be wedged (half-open TCP, a USB adapter
+            # that re-enumerated), so reopen it rather than keep probing through it.
+            client.close()
         if not client.connected and not await client.connect():
             raise ConnectionError(
                 "port not open" if isinstance(self.cfg, ModbusRtuBusConfig) else "no tcp link"
@@ -306,6 +310,7 @@ class ModbusBus:
     async def _prober(self) -> None:
         """Probe offline devices on their backoff schedule; keepalive-probe quiet online ones."""
         while True:
+            self._wake_prober.clear()
             now = time.monotonic()
             wait = 1.0
             for device_id, dev in list(self._devices.items()):
@@ -320,7 +325,6 @@ class ModbusBus:
                     now = time.monotonic()
                 else:
                     wait = min(wait, due - now)
-            self._wake_prober.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_prober.wait(), max(wait, 0.01))
 
