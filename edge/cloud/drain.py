@@ -86,4 +86,5 @@ class Drainer:
                 self._inflight[mid] = (lo, hi, len(rows))
                 self._cursor = hi
                 self.sent_events += len(rows)
+                await asyncio.sleep(0)  # let decisions run between messages: a backlog must not delay them
             await self._wake.wait()

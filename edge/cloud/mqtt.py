@@ -152,6 +152,7 @@ class MqttTransport:
             return await self._fail(f"cannot connect to {cfg.host}:{cfg.port}: {exc.strerror or exc}")
         except ValueError as exc:  # paho: bad host/port
             return await self._fail(f"bad MQTT settings: {exc}")
+        _no_delay(client)
         if gen != self._gen:  # closed (link stopping) while the socket was being set up
             await asyncio.to_thread(client.disconnect)
             return False
@@ -269,3 +270,12 @@ class MqttTransport:
             await asyncio.wait_for(asyncio.to_thread(stop), 5.0)
         except TimeoutError:
             log.warning("mqtt_thread_stop_slow")  # the daemon thread ends with its socket
+
+
+def _no_delay(client: paho.Client) -> None:
+    """paho leaves Nagle on: a small PUBLISH (a command result, one event) would wait for the ACK
+    of the previous small write, up to the peer's delayed-ACK time (40 ms on Linux)."""
+    sock = client.socket()
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -7,6 +7,7 @@ delivered when it returns), collecting what the gateway sends and publishing wha
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -83,6 +84,9 @@ class CloudClient:
     # --- connection -------------------------------------------------------------------------
     def _connect_cb(self, c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         if not rc.is_failure:
+            sock = c.socket()
+            if sock is not None:  # no Nagle: commands go out at once (see edge.cloud.mqtt._no_delay)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             c.subscribe(f"{self.root}/#", qos=1)
             self._connected.set()
 
