@@ -3,7 +3,8 @@
 A real Gateway (edge.app) in this process with one door on a Modbus TCP RelayBoardSim, a loopback
 Mosquitto, and the cloud client signing commands. Each command is sent after the previous one's
 coil write arrived; the latency includes broker hops, signature check, the durable replay mark
-(fsync) and the Modbus write.
+(fsync) and the Modbus write. The broker runs with `set_tcp_nodelay true` (docs/mqtt.md explains
+why); --broker-nagle shows Mosquitto's default.
 
     .venv/bin/python bench/bench_remote_open.py [--n 200]
 """

@@ -64,6 +64,7 @@ class Broker:
             "max_queued_messages 0",
             "max_inflight_messages 0",
             "message_size_limit 0",
+            "set_tcp_nodelay true",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
