@@ -125,12 +125,15 @@ async def test_gateway_killed_mid_drain_loses_nothing(tmp_path: Path, broker: Br
         assert await until(lambda: len(cloud.on("events")) >= 2, 30), log.read_text()[-3000:]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+        # the broker publishes the Last Will: retained offline status
+        assert await until(lambda: cloud.on("status")[-1].json() == {"online": False}, 15)
         ob = Outbox(data / "outbox.db")
         left = ob.count()
         ob.close()
         assert 0 < left < len(ids)  # really killed in the middle of the backlog
         proc = _runner(data, broker.port, log)
         assert await until(lambda: len(set(first_seen_order(cloud))) >= len(ids), 60), log.read_text()[-3000:]
+        assert cloud.on("status")[-1].json()["online"] is True
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -141,3 +144,22 @@ async def test_gateway_killed_mid_drain_loses_nothing(tmp_path: Path, broker: Br
         assert ob.count() <= 500
     finally:
         ob.close()
+
+
+async def test_events_refused_by_the_broker_stay_on_disk(tmp_path: Path):
+    acl = tmp_path / "acl"
+    root = f"edge/v1/{SITE}/{GW}"
+    acl.write_text(
+        "".join(f"topic readwrite {root}/{t}\n" for t in ("status", "sync/request", "health", "cmd/result"))
+        + f"topic read {root}/whitelist\ntopic read {root}/cmd\ntopic read edge/v1/#\n"
+    )
+    with Broker(tmp_path / "b", extra=f"acl_file {acl}\n") as broker:
+        with CloudClient("127.0.0.1", broker.port, SITE, GW) as cloud:
+            cfg = make_config(tmp_path / "gw", broker.port, {})
+            async with running_link(cfg) as h:
+                for i in range(3):
+                    h.gate.record(access_event(i))
+                # refused PUBACK (not authorised) -> nothing deleted, the link reconnects to send again
+                assert await until(lambda: len(cloud.on("status")) >= 3, 20)
+                assert h.outbox.count() == 3
+                assert list(cloud.events()) == []

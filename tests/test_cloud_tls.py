@@ -72,3 +72,11 @@ async def test_bad_password_is_reported_with_reason_code(tmp_path: Path):
         with CloudClient("127.0.0.1", broker.port, SITE, GW, username="cloud", password="c") as cloud:
             async with running_link(cfg):
                 assert await until(lambda: bool(cloud.on("sync/request")))
+
+
+async def test_missing_ca_file_is_reported(tmp_path: Path, certs: TlsFiles):
+    with Broker(tmp_path / "b", tls=certs) as broker:
+        cfg = make_config(tmp_path / "gw", broker.port, {}, tls={"ca": str(tmp_path / "nope.pem")})
+        async with running_link(cfg, wait_connected=False) as h:
+            assert await until(lambda: h.link.last_error is not None, 15)
+            assert "mqtt.tls.ca" in str(h.link.last_error) and "nope.pem" in str(h.link.last_error)

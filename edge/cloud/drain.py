@@ -72,6 +72,15 @@ class Drainer:
         self._wake.set()
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # e.g. the outbox database failing: reconnect (with backoff) and start over
+            log.exception("events_drain_failed")
+            self._on_refused("drain failed")
+
+    async def _run(self) -> None:
         while True:
             self._wake.clear()
             while len(self._inflight) < self._max_inflight:

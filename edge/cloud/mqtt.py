@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -80,6 +81,10 @@ class MqttTransport:
         if cfg.username is not None:
             c.username_pw_set(cfg.username, cfg.password)
         if cfg.tls is not None:
+            for name in ("ca", "cert", "key"):
+                path = getattr(cfg.tls, name)
+                if path is not None and not os.access(path, os.R_OK):
+                    raise FileNotFoundError(f"mqtt.tls.{name} {path} is missing or unreadable")
             c.tls_set(
                 ca_certs=str(cfg.tls.ca) if cfg.tls.ca else None,
                 certfile=str(cfg.tls.cert) if cfg.tls.cert else None,
@@ -121,7 +126,7 @@ class MqttTransport:
         try:
             client = self._new_client(gen)
         except (OSError, ValueError) as exc:  # e.g. a CA / certificate / key file missing or unreadable
-            self._last_error = f"cannot set up the MQTT client (TLS files?): {exc}"
+            self._last_error = f"cannot set up TLS: {exc}"
             log.error("mqtt_connect_failed", error=self._last_error)
             return False
         self._client = client

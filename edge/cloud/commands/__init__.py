@@ -72,7 +72,11 @@ async def handle_command(
     if token is None:
         verdict: CommandClaims | CommandDenied = CommandDenied("malformed", None, "not a short ASCII token")
     else:
-        verdict = verify_command(token, ctx.policy(), ctx.gateway_id, now)
+        try:
+            verdict = verify_command(token, ctx.policy(), ctx.gateway_id, now)
+        except Exception:  # a verifier bug must refuse, not crash or stay silent
+            log.exception("command_verify_failed")
+            verdict = CommandDenied("malformed", None, "verification failed")
     if isinstance(verdict, CommandDenied):
         jti, error = verdict.jti, verdict.error
         log.warning("command_refused", jti=jti, error=error, detail=verdict.detail)
