@@ -134,14 +134,18 @@ class MqttTransport:
         self._closed = self._loop.create_future()
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = cfg.session_expiry_s
-        try:
-            await asyncio.wait_for(
-                asyncio.to_thread(
-                    client.connect, cfg.host, cfg.port, cfg.keepalive_s, clean_start=False, properties=props
-                ),
-                cfg.connect_timeout_s,
+        # paho applies connect_timeout to the TCP connect and the TLS handshake, so the thread ends
+        # by itself; the outer guard only covers a resolver that hangs (the late socket is then shut).
+        client.connect_timeout = cfg.connect_timeout_s
+        attempt = asyncio.ensure_future(
+            asyncio.to_thread(
+                client.connect, cfg.host, cfg.port, cfg.keepalive_s, clean_start=False, properties=props
             )
+        )
+        try:
+            await asyncio.wait_for(asyncio.shield(attempt), 2 * cfg.connect_timeout_s + 5)
         except TimeoutError:
+            attempt.add_done_callback(lambda _f: _shut(client))
             return await self._fail(
                 f"no TCP/TLS connection to {cfg.host}:{cfg.port} within {cfg.connect_timeout_s:g} s"
             )
@@ -165,7 +169,7 @@ class MqttTransport:
         try:
             ok, why, props_in = await asyncio.wait_for(asyncio.shield(self._connack), cfg.connect_timeout_s)
         except TimeoutError:
-            hint = self._tls_hint() if cfg.tls else "is it an MQTT broker?"
+            hint = self._tls_hint() if cfg.tls else "broker not answering (frozen, overloaded, or not MQTT?)"
             return await self._fail(f"no CONNACK within {cfg.connect_timeout_s:g} s: {hint}")
         if not ok:
             return await self._fail(why)
@@ -265,10 +269,7 @@ class MqttTransport:
             if clean:
                 client.disconnect()
             else:
-                sock = client.socket()
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
+                _shut(client)
             client.loop_stop()
 
         try:
@@ -284,3 +285,11 @@ def _no_delay(client: paho.Client) -> None:
     if sock is not None:
         with contextlib.suppress(OSError, AttributeError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _shut(client: paho.Client) -> None:
+    """Drop the connection without DISCONNECT (the broker then publishes the Will)."""
+    sock = client.socket()
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
