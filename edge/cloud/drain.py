@@ -85,6 +85,12 @@ class Drainer:
             self._wake.clear()
             while len(self._inflight) < self._max_inflight:
                 rows = self._outbox.peek(self._cursor, BATCH)
+                if not rows and not self._inflight and self._cursor and self._outbox.count():
+                    # Rows at or below the cursor yet nothing in flight: seqs went backwards (e.g. an
+                    # emptied table restarting its rowids). Never leave them stuck: start over.
+                    log.warning("outbox_rows_behind_cursor", cursor=self._cursor)
+                    self._cursor = 0
+                    rows = self._outbox.peek(self._cursor, BATCH)
                 if not rows:
                     break
                 mid = self._publish(build_payload([text for _, text in rows]))
