@@ -59,6 +59,27 @@ async def produce(h: LinkHarness, ids: list[str], n: int, gap_s: float) -> None:
         await asyncio.sleep(gap_s)
 
 
+async def test_each_event_sent_once_per_connection_in_batches(
+    tmp_path: Path, broker: Broker, cloud: CloudClient
+):
+    cfg = make_config(tmp_path / "gw", broker.port, {}, inflight=3)
+    ids: list[str] = []
+    async with running_link(cfg) as h:
+        await h.link.stop()  # offline: a backlog builds up on disk
+        for i in range(1700):
+            ev = access_event(i)
+            h.gate.record(ev)
+            ids.append(ev.id)
+    async with running_link(cfg) as h:
+        await produce(h, ids, 300, 0.001)  # and more while draining
+        assert await until(lambda: h.outbox.count() == 0, 20)
+        assert await until(lambda: len(list(cloud.events())) >= len(ids))
+    got = [str(e["id"]) for e in cloud.events()]
+    assert got == ids  # exactly once each, oldest first
+    sizes = [len(r.json()["events"]) for r in cloud.on("events")]
+    assert max(sizes) == 500 and min(sizes) >= 1
+
+
 async def test_broker_killed_and_restarted_while_events_flow(
     tmp_path: Path, broker: Broker, cloud: CloudClient
 ):
