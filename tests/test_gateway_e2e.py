@@ -22,7 +22,7 @@ from tests.support.ptys import PtyPair
 def outbox_rows(data_dir: Path) -> list[dict[str, object]]:
     con = sqlite3.connect(data_dir / "outbox.db")
     try:
-        rows = con.execute("SELECT body FROM outbox ORDER BY seq").fetchall()
+        rows = con.execute("SELECT body FROM events ORDER BY seq").fetchall()
     finally:
         con.close()
     return [json.loads(r[0]) for r in rows]

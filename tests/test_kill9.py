@@ -18,7 +18,7 @@ from tests.support.ptys import PtyPair
 def event_credentials(data: Path) -> list[str]:
     con = sqlite3.connect(data / "outbox.db")
     try:
-        return [json.loads(b)["credential"] for (b,) in con.execute("SELECT body FROM outbox ORDER BY seq")]
+        return [json.loads(b)["credential"] for (b,) in con.execute("SELECT body FROM events ORDER BY seq")]
     finally:
         con.close()
 
