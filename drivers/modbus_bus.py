@@ -141,18 +141,24 @@ class ModbusBus:
         self._running = False
         for t in self._tasks:
             t.cancel()
+        # Fail queued jobs before waiting: a task whose cancellation was swallowed (3.11's wait_for can
+        # lose one) then finds its request answered and sees _running False, instead of waiting forever.
+        self._fail_queued()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks = []
-        while not self._queue.empty():
-            job = self._queue.get_nowait()
-            if not job.fut.done():
-                job.fut.set_exception(DeviceUnavailable("bus stopped"))
+        self._fail_queued()
         if self._client is not None:
             self._client.close()
             self._client = None
         self._log.info("modbus_bus_stopped")
+
+    def _fail_queued(self) -> None:
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not job.fut.done():
+                job.fut.set_exception(DeviceUnavailable("bus stopped"))
 
     async def write_coil(self, device_id: int, address: int, value: bool, *, urgent: bool = True) -> None:
         await self.write_coil_raw(device_id, address, COIL_ON if value else COIL_OFF, urgent=urgent)
@@ -268,7 +274,8 @@ class ModbusBus:
         client.ctx.retries = retries
         budget = self.cfg.timeout * (retries + 1) + 1.0  # guard in case pymodbus itself never returns
         try:
-            return await asyncio.wait_for(client.execute(False, job.request()), budget)
+            async with asyncio.timeout(budget):  # asyncio.timeout, unlike 3.11's wait_for, never eats a cancel
+                return await client.execute(False, job.request())
         finally:
             client.ctx.retries = self.cfg.retries
 
@@ -309,7 +316,7 @@ class ModbusBus:
 
     async def _prober(self) -> None:
         """Probe offline devices on their backoff schedule; keepalive-probe quiet online ones."""
-        while True:
+        while self._running:
             self._wake_prober.clear()
             now = time.monotonic()
             wait = 1.0
@@ -326,7 +333,8 @@ class ModbusBus:
                 else:
                     wait = min(wait, due - now)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_prober.wait(), max(wait, 0.01))
+                async with asyncio.timeout(max(wait, 0.01)):  # not wait_for: it can swallow a cancel
+                    await self._wake_prober.wait()
 
     async def _probe(self, device_id: int) -> None:
         dev = self._devices[device_id]
@@ -334,6 +342,8 @@ class ModbusBus:
             dev.last_ok = time.monotonic()  # next keepalive one period later, whatever the outcome
         else:
             dev.next_probe = time.monotonic() + max(dev.backoff, self.cfg.probe_min_s)  # until the result
+        if not self._running:
+            return
         fut: asyncio.Future[ModbusPDU] = asyncio.get_running_loop().create_future()
         job = _Job(PROBE, next(self._seq), device_id, lambda: _read_coil0(device_id), fut, probe=True)
         self._queue.put_nowait(job)

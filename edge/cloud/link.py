@@ -210,7 +210,8 @@ class CloudLink:
     async def _health_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._health_now.wait(), self.mqtt.health_interval_s)
+                async with asyncio.timeout(self.mqtt.health_interval_s):  # not wait_for: it can eat a cancel
+                    await self._health_now.wait()
             self._health_now.clear()
             if self._t.connected:
                 self._publish_health()
