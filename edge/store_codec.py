@@ -1,0 +1,241 @@
+"""Whitelist wire <-> row codec: validation of mqtt.md Entries and Delta ops, compact table rows.
+
+Kept apart from the store so the SQLite mechanics and the contract's shape rules can be read (and
+tested) separately. Row = (kind, value, subject, zones JSON, floors JSON, from, until, windows JSON,
+blocked); JSON columns are compact arrays, decoded through small caches (a lookup decodes few
+distinct zone/window sets).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from edge.model import Entry, Window
+
+_HEX = frozenset("0123456789ABCDEF")
+_HHMM = re.compile(r"(\d\d):(\d\d)\Z")
+Row = tuple[str, str, str, str, str | None, int | None, int | None, str | None, int]
+
+
+class InvalidEntry(ValueError):
+    """A whitelist Entry / Op that does not match mqtt.md's shape (message says which field)."""
+
+
+def dumps(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+@lru_cache(maxsize=4096)
+def _enc(items: tuple[Any, ...]) -> str:
+    return dumps(items)
+
+
+@lru_cache(maxsize=4096)
+def _dec_tuple(text: str) -> tuple[Any, ...]:
+    return tuple(json.loads(text))
+
+
+@lru_cache(maxsize=4096)
+def _dec_windows(text: str) -> tuple[Window, ...]:
+    return tuple(Window(tuple(d), s, e) for d, s, e in json.loads(text))
+
+
+def require_str(v: Any, name: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise InvalidEntry(f"{name}: expected non-empty string")
+    return v
+
+
+def normalize_value(kind: str, value: Any, name: str = "value") -> str:
+    """Card: hex digits only, upper-cased. Plate: letters/digits only (no spaces or separators), upper."""
+    if type(value) is not str or not value:
+        raise InvalidEntry(f"{name}: expected non-empty string")
+    v = value.upper()
+    if kind == "card":
+        if len(v) > 64 or not _HEX.issuperset(v):
+            raise InvalidEntry(f"{name}: card value must be hex digits without separators")
+    elif len(v) > 32 or not v.isalnum():
+        raise InvalidEntry(f"{name}: plate value must be letters and digits only")
+    return v
+
+
+@lru_cache(maxsize=2048)
+def _minute(v: str, end: bool) -> int:
+    m = _HHMM.match(v)
+    mins = -1 if m is None or int(m[2]) > 59 else int(m[1]) * 60 + int(m[2])
+    if not 0 <= mins <= (1440 if end else 1439):
+        raise ValueError(v)
+    return 1440 if end and mins == 0 else mins  # an end of 00:00 means midnight = 24:00
+
+
+_DAYS = frozenset(range(1, 8))
+
+
+def _windows(v: Any) -> str:
+    if type(v) is not list or not v:
+        raise InvalidEntry("windows: expected non-empty list or absent")  # [] is ambiguous: refuse it
+    out = []
+    for i, w in enumerate(v):
+        if type(w) is not dict and not isinstance(w, Mapping):
+            raise InvalidEntry(f"windows[{i}]: expected object")
+        days = w.get("days")
+        if (
+            type(days) is not list
+            or not days
+            or not _DAYS.issuperset(days)
+            or any(type(d) is not int for d in days)
+        ):
+            raise InvalidEntry(f"windows[{i}].days: expected non-empty list of ISO weekdays 1..7")
+        try:
+            start = _minute(w.get("start"), False)
+        except (ValueError, TypeError):
+            raise InvalidEntry(f"windows[{i}].start: expected HH:MM, 00:00..23:59") from None
+        try:
+            end = _minute(w.get("end"), True)
+        except (ValueError, TypeError):
+            raise InvalidEntry(f"windows[{i}].end: expected HH:MM, 00:00..24:00") from None
+        out.append((tuple(sorted(set(days))), start, end))
+    return _enc(tuple(out))
+
+
+@lru_cache(maxsize=4096)
+def _zones(zones: tuple[Any, ...]) -> str:
+    if not zones or not all(type(z) is str and z for z in zones):
+        raise ValueError
+    return dumps(zones)
+
+
+def row_from_wire(obj: Any) -> Row:
+    """Validate an mqtt.md Entry dict into the compact table row (kind, value, subject, zones JSON,
+    floors JSON, from, until, windows JSON, blocked). Hot in snapshot staging: kept lean."""
+    if type(obj) is not dict and not isinstance(obj, Mapping):
+        raise InvalidEntry("entry: expected object")
+    get = obj.get
+    kind = get("kind")
+    if kind != "card" and kind != "plate":
+        raise InvalidEntry("kind: expected 'card' or 'plate'")
+    value = normalize_value(kind, get("value"))
+    subject = get("subject")
+    if type(subject) is not str or not subject:
+        raise InvalidEntry("subject: expected non-empty string")
+    zones = get("zones")
+    try:
+        if type(zones) is not list:
+            raise TypeError
+        zones_json = _zones(tuple(zones))
+    except (TypeError, ValueError):
+        raise InvalidEntry("zones: expected non-empty list of non-empty strings") from None
+    floors = get("floors")
+    if floors is not None:
+        if type(floors) is not list or any(type(f) is not int for f in floors):
+            raise InvalidEntry("floors: expected list of integers, null or absent")
+        floors = _enc(tuple(floors))
+    vfrom, vuntil, blocked = get("from"), get("until"), get("blocked", False)
+    if vfrom is not None and type(vfrom) is not int:
+        raise InvalidEntry("from: expected integer or null")
+    if vuntil is not None and type(vuntil) is not int:
+        raise InvalidEntry("until: expected integer or null")
+    if type(blocked) is not bool:
+        raise InvalidEntry("blocked: expected boolean")
+    windows = get("windows")
+    return (kind, value, subject, zones_json, floors, vfrom, vuntil,
+            None if windows is None else _windows(windows), int(blocked))  # fmt: skip
+
+
+def row_of_entry(e: Entry) -> Row:
+    ws = None if e.windows is None else _enc(tuple((w.days, w.start_min, w.end_min) for w in e.windows))
+    floors = None if e.floors is None else _enc(tuple(e.floors))
+    return (
+        e.kind,
+        e.value,
+        e.subject,
+        _enc(tuple(e.zones)),
+        floors,
+        e.valid_from,
+        e.valid_until,
+        ws,
+        int(e.blocked),
+    )
+
+
+def entry_of_row(kind: Any, value: str, r: tuple[Any, ...]) -> Entry:
+    subject, zones, floors, vfrom, vuntil, windows, blocked = r
+    return Entry(
+        kind,
+        value,
+        subject,
+        _dec_tuple(zones),
+        None if floors is None else _dec_tuple(floors),
+        vfrom,
+        vuntil,
+        None if windows is None else _dec_windows(windows),
+        bool(blocked),
+    )
+
+
+def entry_from_wire(obj: Mapping[str, Any]) -> Entry:
+    """Validate and convert an mqtt.md Entry dict (card values upper hex, plates upper, no spaces).
+    Lower-case input is upper-cased; separators, spaces and non-hex card digits are refused."""
+    r = row_from_wire(obj)
+    return entry_of_row(r[0], r[1], r[2:])
+
+
+def entry_to_wire(entry: Entry) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "kind": entry.kind,
+        "value": entry.value,
+        "subject": entry.subject,
+        "zones": list(entry.zones),
+    }
+    if entry.floors is not None:
+        out["floors"] = list(entry.floors)
+    out["from"], out["until"] = entry.valid_from, entry.valid_until
+    if entry.windows is not None:
+        out["windows"] = [
+            {
+                "days": list(w.days),
+                "start": f"{w.start_min // 60:02d}:{w.start_min % 60:02d}",
+                "end": f"{w.end_min // 60:02d}:{w.end_min % 60:02d}",
+            }
+            for w in entry.windows
+        ]
+    out["blocked"] = entry.blocked
+    return out
+
+
+def parse_op(op: Any, i: int) -> tuple[Any, ...]:
+    """Validate one Delta op into ("put", row), ("del", kind, value), ("revoke", ...) or ("key", ...)."""
+    if not isinstance(op, Mapping):
+        raise InvalidEntry(f"ops[{i}]: expected object")
+    kind = op.get("op")
+    try:
+        if kind == "put":
+            return ("put", row_from_wire(op.get("entry")))
+        if kind == "del":
+            k = op.get("kind")
+            if k not in ("card", "plate"):
+                raise InvalidEntry("kind: expected 'card' or 'plate'")
+            return ("del", k, normalize_value(k, op.get("value")))
+        if kind == "revoke":
+            until = op.get("until")
+            if type(until) is not int:
+                raise InvalidEntry("until: expected integer")
+            return ("revoke", require_str(op.get("jti"), "jti"), until)
+        if kind == "key":
+            key = op.get("key")
+            if key is not None:
+                try:
+                    raw = base64.urlsafe_b64decode(require_str(key, "key") + "=" * (-len(key) % 4))
+                except ValueError:
+                    raw = b""
+                if len(raw) != 32:
+                    raise InvalidEntry("key: expected base64url Ed25519 public key (32 bytes) or null")
+            return ("key", require_str(op.get("kid"), "kid"), key)
+    except InvalidEntry as exc:
+        raise InvalidEntry(f"ops[{i}].{exc}") from None
+    raise InvalidEntry(f"ops[{i}].op: expected put, del, revoke or key")
