@@ -323,7 +323,10 @@ class Gateway:
         )  # type: ignore[arg-type]
 
     def record(self, event: Event) -> None:
-        self.outbox.append(event)
+        try:
+            self.outbox.append(event)
+        except Exception as exc:  # disk full or failing: the gate keeps deciding; journald keeps the event
+            log.error("event_not_stored", error=str(exc), lost_event=event.to_wire())
         for cb in self.event_listeners:
             try:
                 cb(event)

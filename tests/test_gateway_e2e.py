@@ -169,3 +169,14 @@ async def test_stop_switches_the_lock_off(rig) -> None:  # type: ignore[no-untyp
     await wait_for(lambda: board.coil(1, 0))
     await gw.stop()
     assert not board.coil(1, 0)
+
+
+async def test_outbox_failure_does_not_stop_the_gate(rig) -> None:  # type: ignore[no-untyped-def]
+    """A failing disk (here: the outbox connection gone) must not stop decisions or the door."""
+    gw, board, signer, fds, data = rig
+    gw.outbox._con.close()  # every append now raises sqlite3.ProgrammingError
+    os.write(fds["qr"], signer.code("t-disk-gone").encode() + b"\r")
+    await wait_for(lambda: len(flash_writes(board)) == 1)
+    os.write(fds["qr"], b"hello\r")  # and the reader is still alive afterwards
+    os.write(fds["qr"], signer.code("t-disk-gone-2").encode() + b"\r")
+    await wait_for(lambda: len(flash_writes(board)) == 2)
