@@ -104,7 +104,9 @@ class WhitelistStore:
         self._w.execute("PRAGMA cache_size=-65536")
         self._r = _connect(self.path, autocheckpoint=False)
         self._r.execute("PRAGMA mmap_size=268435456")  # page reads without a syscall each
-        self._u = _connect(self.path.with_name(self.path.stem + ".uses.db"))
+        self._u_path = self.path.with_name(self.path.stem + ".uses.db")
+        self._u = _connect(self._u_path)
+        self._uc: sqlite3.Connection | None = None  # checkpoints of the uses file (purge thread)
         self._u.execute(_USES)
         self._ckpt: threading.Thread | None = None
         meta = dict(self._w.execute("SELECT k, v FROM meta").fetchall())
@@ -189,9 +191,10 @@ class WhitelistStore:
     def _build_and_swap(self, version: int, *, force: bool = False) -> bool:
         """Copy staging into the inactive table in key order (sequential B-tree appends: seconds for
         1,000,000 rows, readers untouched), then the one short swap transaction."""
-        new = "b" if self._active_sql[0] == "a" else "a"
         with _Txn(self._w) as w:
-            (cur,) = w.execute("SELECT v FROM meta WHERE k = 'version'").fetchone()
+            meta = dict(w.execute("SELECT k, v FROM meta WHERE k IN ('active', 'version')"))
+            cur = meta["version"]
+            new = "b" if meta["active"] == "a" else "a"  # from disk: another process may have swapped
             if version < int(cur) and not force:
                 ok = False
             else:
@@ -233,12 +236,16 @@ class WhitelistStore:
             self._reset_staging(None)
             rows: list[Row] = []
             part = 0
-            for e in entries:
-                rows.append(row_of_entry(e))
-                if len(rows) == 5000:
-                    part += 1
-                    self._stage_rows(rows, part)
-                    rows = []
+            try:
+                for i, e in enumerate(entries):
+                    rows.append(row_of_entry(e, i))
+                    if len(rows) == 5000:
+                        part += 1
+                        self._stage_rows(rows, part)
+                        rows = []
+            except BaseException:
+                self._reset_staging(None)  # the list in use is untouched; leave no half import behind
+                raise
             self._stage_rows(rows, part + 1)
             self._build_and_swap(v, force=True)  # an import may go back in version
         log.info("whitelist_imported", entries=self._count, version=v)
@@ -270,10 +277,13 @@ class WhitelistStore:
 
     def _apply_delta(self, frm: int, to: int, ops: list[tuple[Any, ...]]) -> bool:
         with self._wlock, _Txn(self._w) as w:
-            t = self._active_sql[0]
-            if int(w.execute("SELECT v FROM meta WHERE k = 'version'").fetchone()[0]) != frm:
+            # read from disk, not memory: a CLI import in another process may have swapped the tables
+            meta = dict(w.execute("SELECT k, v FROM meta WHERE k IN ('active', 'version', 'count')"))
+            if int(meta["version"]) != frm:
                 return False
-            n = self._count
+            t, n = meta["active"], int(meta["count"])
+            if t != self._active_sql[0]:
+                self._set_active(t)
             for op in ops:
                 if op[0] == "put":
                     r = op[1]
@@ -335,9 +345,9 @@ class WhitelistStore:
                 if snap is not None:
                     log.info("snapshot_superseded", old=snap[0], new=sid)
                 self._reset_staging((sid, version, n))
-            if self._w.execute("SELECT 1 FROM staging WHERE part = ?", (i,)).fetchone():
-                return False  # duplicate delivery
-            self._stage_rows(rows, i)
+            if not self._w.execute("SELECT 1 FROM staging WHERE part = ?", (i,)).fetchone():
+                self._stage_rows(rows, i)
+            # a duplicate is not staged again, but may complete a swap a crash interrupted
             if self._w.execute("SELECT count(*) FROM staging").fetchone()[0] < n:
                 return False
             ok = self._build_and_swap(version)
@@ -359,11 +369,16 @@ class WhitelistStore:
         with self._wlock:
             self._w.execute("DELETE FROM revoked WHERE until < ?", (now,))
             self._w.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        self._u.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            # own connection: a sqlite3 connection used from two threads at once fails at random
+            # ("table is locked", "not an error"), and the loop thread keeps using self._u
+            if self._uc is None:
+                self._uc = _connect(self._u_path)
+            self._uc.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         if self._ckpt is not None:
             self._ckpt.join()
         with self._wlock:
-            for con in (self._r, self._u, self._w):
-                con.close()
+            for con in (self._r, self._u, self._uc, self._w):
+                if con is not None:
+                    con.close()

@@ -8,17 +8,18 @@ distinct zone/window sets).
 
 from __future__ import annotations
 
-import base64
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 from edge.model import Entry, Window
+from edge.tokens import public_key_from_b64
 
 _HEX = frozenset("0123456789ABCDEF")
-_HHMM = re.compile(r"(\d\d):(\d\d)\Z")
+_HHMM = re.compile(r"([0-9][0-9]):([0-9][0-9])\Z")  # ASCII only: \d takes any script's digits
 Row = tuple[str, str, str, str, str | None, int | None, int | None, str | None, int]
 
 
@@ -52,14 +53,17 @@ def require_str(v: Any, name: str) -> str:
 
 
 def normalize_value(kind: str, value: Any, name: str = "value") -> str:
-    """Card: hex digits only, upper-cased. Plate: letters/digits only (no spaces or separators), upper."""
+    """Card: hex digits only, upper-cased. Plate: letters/digits only (no spaces or separators), NFKC
+    then upper, as edge.normalize.normalize_plate does to what a camera reads (else never a match)."""
     if type(value) is not str or not value:
         raise InvalidEntry(f"{name}: expected non-empty string")
-    v = value.upper()
     if kind == "card":
+        v = value.upper()
         if len(v) > 64 or not _HEX.issuperset(v):
             raise InvalidEntry(f"{name}: card value must be hex digits without separators")
-    elif len(v) > 32 or not v.isalnum():
+        return v
+    v = (value if value.isascii() else unicodedata.normalize("NFKC", value)).upper()
+    if len(v) > 32 or not v.isalnum():
         raise InvalidEntry(f"{name}: plate value must be letters and digits only")
     return v
 
@@ -87,8 +91,8 @@ def _windows(v: Any) -> str:
         if (
             type(days) is not list
             or not days
+            or any(type(d) is not int for d in days)  # before the set test: a list day is unhashable
             or not _DAYS.issuperset(days)
-            or any(type(d) is not int for d in days)
         ):
             raise InvalidEntry(f"windows[{i}].days: expected non-empty list of ISO weekdays 1..7")
         try:
@@ -147,20 +151,53 @@ def row_from_wire(obj: Any) -> Row:
             None if windows is None else _windows(windows), int(blocked))  # fmt: skip
 
 
-def row_of_entry(e: Entry) -> Row:
-    ws = None if e.windows is None else _enc(tuple((w.days, w.start_min, w.end_min) for w in e.windows))
+def _entry_row(e: Entry) -> Row:
+    """The row_from_wire checks, for an Entry built in code (CLI import, bench): same invariants."""
+    if e.kind != "card" and e.kind != "plate":
+        raise InvalidEntry("kind: expected 'card' or 'plate'")
+    value = normalize_value(e.kind, e.value)
+    require_str(e.subject, "subject")
+    if not isinstance(e.zones, tuple | list) or not e.zones or not all(type(z) is str and z for z in e.zones):
+        raise InvalidEntry("zones: expected non-empty list of non-empty strings")
+    if e.floors is not None and (
+        not isinstance(e.floors, tuple | list) or any(type(f) is not int for f in e.floors)
+    ):
+        raise InvalidEntry("floors: expected list of integers or None")
+    for name, v in (("from", e.valid_from), ("until", e.valid_until)):
+        if v is not None and type(v) is not int:
+            raise InvalidEntry(f"{name}: expected integer or None")
+    if type(e.blocked) is not bool:
+        raise InvalidEntry("blocked: expected boolean")
+    ws = None
+    if e.windows is not None:
+        if not isinstance(e.windows, tuple | list) or not e.windows:
+            raise InvalidEntry("windows: expected non-empty list or None")
+        out = []
+        for i, w in enumerate(e.windows):
+            days = w.days if isinstance(w, Window) else None
+            if not isinstance(days, tuple | list) or not days or any(type(d) is not int for d in days):
+                raise InvalidEntry(f"windows[{i}].days: expected non-empty list of ISO weekdays 1..7")
+            if not _DAYS.issuperset(days):
+                raise InvalidEntry(f"windows[{i}].days: expected non-empty list of ISO weekdays 1..7")
+            if type(w.start_min) is not int or not 0 <= w.start_min <= 1439:
+                raise InvalidEntry(f"windows[{i}].start: expected minutes 0..1439")
+            if type(w.end_min) is not int or not 1 <= w.end_min <= 1440:
+                raise InvalidEntry(f"windows[{i}].end: expected minutes 1..1440")
+            out.append((tuple(sorted(set(days))), w.start_min, w.end_min))
+        ws = _enc(tuple(out))
     floors = None if e.floors is None else _enc(tuple(e.floors))
-    return (
-        e.kind,
-        e.value,
-        e.subject,
-        _enc(tuple(e.zones)),
-        floors,
-        e.valid_from,
-        e.valid_until,
-        ws,
-        int(e.blocked),
-    )
+    zones = _enc(tuple(e.zones))
+    return (e.kind, value, e.subject, zones, floors, e.valid_from, e.valid_until, ws, int(e.blocked))
+
+
+def row_of_entry(e: Entry, i: int) -> Row:
+    """Validate entry number ``i`` of an import into a row; InvalidEntry names it: entries[i].field."""
+    try:
+        return _entry_row(e)
+    except InvalidEntry as exc:
+        raise InvalidEntry(f"entries[{i}].{exc}") from None
+    except AttributeError:
+        raise InvalidEntry(f"entries[{i}]: expected an Entry") from None
 
 
 def entry_of_row(kind: Any, value: str, r: tuple[Any, ...]) -> Entry:
@@ -229,12 +266,10 @@ def parse_op(op: Any, i: int) -> tuple[Any, ...]:
         if kind == "key":
             key = op.get("key")
             if key is not None:
-                try:
-                    raw = base64.urlsafe_b64decode(require_str(key, "key") + "=" * (-len(key) % 4))
+                try:  # the same strict decoding the gateway applies when it loads the overlay
+                    public_key_from_b64(require_str(key, "key"))
                 except ValueError:
-                    raw = b""
-                if len(raw) != 32:
-                    raise InvalidEntry("key: expected base64url Ed25519 public key (32 bytes) or null")
+                    raise InvalidEntry("key: expected base64url Ed25519 public key (32 bytes) or null") from None
             return ("key", require_str(op.get("kid"), "kid"), key)
     except InvalidEntry as exc:
         raise InvalidEntry(f"ops[{i}].{exc}") from None
