@@ -141,20 +141,26 @@ class Outbox:
             lo, hi = seqs
             if hi < lo:
                 return 0
-            con.execute("BEGIN IMMEDIATE")
-            n = con.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (lo, hi)).rowcount
+        elif not seqs:
+            return 0
         else:
-            if not seqs:
-                return 0
             hi = max(seqs)
-            con.execute("BEGIN IMMEDIATE")
-            n = 0
-            for i in range(0, len(seqs), 500):
-                chunk = seqs[i : i + 500]
-                sql = f"DELETE FROM events WHERE seq IN ({','.join('?' * len(chunk))})"
-                n += con.execute(sql, chunk).rowcount
-        con.execute("UPDATE meta SET v = max(v, ?) WHERE k = 'deleted_hi'", (hi,))
-        con.execute("COMMIT")
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            if isinstance(seqs, tuple):
+                n = con.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (lo, hi)).rowcount
+            else:
+                n = 0
+                for i in range(0, len(seqs), 500):
+                    chunk = seqs[i : i + 500]
+                    sql = f"DELETE FROM events WHERE seq IN ({','.join('?' * len(chunk))})"
+                    n += con.execute(sql, chunk).rowcount
+            # never past the last seq handed out: a wide range must not make seqs jump at the restart
+            con.execute("UPDATE meta SET v = max(v, ?) WHERE k = 'deleted_hi'", (min(hi, self._seq),))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")  # else the connection stays in a transaction and appends never commit
+            raise
         self._count -= n
         return n
 

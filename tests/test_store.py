@@ -77,6 +77,7 @@ def test_import_normalises_and_looks_up(store: WhitelistStore) -> None:
 def test_wire_entries_normalise_and_refuse_separators() -> None:
     assert entry_from_wire(card("04a1b2c3")).value == "04A1B2C3"
     assert entry_from_wire(plate("ab123")).value == "AB123"
+    assert entry_from_wire(plate("京Ａ１２３４５")).value == "京A12345"  # as normalize_plate reads it
     for bad, field in [
         (card("04:A1:B2"), "value"),
         (card("04A1G2"), "value"),
