@@ -52,7 +52,6 @@ class DemoBroker:
             "persistence true",
             f"persistence_location {self.dir}/",
             "autosave_interval 5",
-            f"pid_file {self.pid_file}",
             # When run as root, mosquitto would switch to user `mosquitto`, who cannot write here.
             f"user {getpass.getuser()}",
             "max_queued_messages 0",
@@ -81,6 +80,7 @@ class DemoBroker:
                     stderr=log,
                     start_new_session=True,  # Ctrl-C goes to the demo, which stops the broker itself
                 )
+            self.pid_file.write_text(f"{self.proc.pid}\n")  # mosquitto writes one only as a daemon
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -112,7 +112,10 @@ class DemoBroker:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
+            return
+        self.pid_file.unlink(missing_ok=True)
+        if proc.poll() is not None:
             return
         proc.terminate()  # SIGTERM: mosquitto saves its persistence file and exits
         try:
