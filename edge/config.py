@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -240,10 +241,10 @@ def parse_config(text: str, path: Path) -> Config:
         cfg.gateway.data_dir = (path.parent / cfg.gateway.data_dir).resolve()
     for reader in cfg.readers.values():
         if hasattr(reader, "port") and not Path(reader.port).is_absolute():
-            reader.port = str((path.parent / reader.port).resolve())
+            reader.port = os.path.abspath(path.parent / reader.port)  # never follow links: udev's move
     for bus in cfg.buses.values():
         if bus.type == "modbus_rtu" and not Path(bus.port).is_absolute():
-            bus.port = str((path.parent / bus.port).resolve())
+            bus.port = os.path.abspath(path.parent / bus.port)
     if cfg.mqtt and cfg.mqtt.tls:
         for name in ("ca", "cert", "key"):
             p = getattr(cfg.mqtt.tls, name)

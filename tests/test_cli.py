@@ -94,7 +94,9 @@ def test_demo_runs_offline_and_shows_the_door(tmp_path: Path) -> None:
     import shutil
 
     shutil.copytree(ROOT / "config", tmp_path / "config")
-    out = edge("demo", "-c", str(tmp_path / "config" / "demo.yaml"), "--once", "--no-broker", timeout=120)
+    cfg = tmp_path / "config" / "demo.yaml"
+    cfg.write_text(cfg.read_text().replace("port: 15020", f"port: {free_port()}"))
+    out = edge("demo", "-c", str(cfg), "--once", "--no-broker", timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "GRANTED visitor:88" in out.stdout
     assert "lock RELEASED" in out.stdout

@@ -126,7 +126,8 @@ class CloudLink:
                     continue
                 up_at = time.monotonic()
                 reason = await self._session()
-                log.warning("mqtt_connection_lost", reason=reason, backlog=self.outbox.count())
+                if not self._stopping:
+                    log.warning("mqtt_connection_lost", reason=reason, backlog=self.outbox.count())
                 if self._stopping:
                     break
                 if time.monotonic() - up_at > _STABLE_S:
