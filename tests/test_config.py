@@ -113,3 +113,12 @@ def test_check_config_cli(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert f"{bad}:19: doors.d1.device_id:" in out.stderr
+
+
+def test_serial_port_links_are_kept_not_resolved(tmp_path: Path) -> None:
+    """A udev or simulator link (by-id names) must be reopened by name: its target moves on replug."""
+    (tmp_path / "ttyA").touch()
+    (tmp_path / "scanner").symlink_to(tmp_path / "ttyA")
+    (tmp_path / "g.yaml").write_text(GOOD)
+    cfg = load_config(tmp_path / "g.yaml")
+    assert cfg.readers["r1"].port == str(tmp_path / "scanner")
