@@ -27,6 +27,7 @@ from edge.model import Decision, Event, Method, Presentation
 from edge.normalize import mask_credential
 from edge.outbox import Outbox
 from edge.ports import DoorMode
+from edge.runtime import tune_for_latency
 from edge.store import WhitelistStore
 from edge.tokens import TokenClaims, TrustPolicy, verify_token
 
@@ -93,6 +94,7 @@ class Gateway:
     # --- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         """Outputs off first (doors force their lock coils off), then readers, then the cloud."""
+        tune_for_latency()
         for bus in self.buses.values():
             await bus.start()
         for door in self.doors.values():

@@ -393,3 +393,19 @@ def test_many_entries_import_in_chunks(store: WhitelistStore) -> None:
     assert store.import_entries(entries, version=1) == 12_345
     assert values(store, "card", "00000000", "00003038", "00003039") == [True, True, False]
     assert store.count() == 12_345
+
+
+async def test_import_elsewhere_abandons_a_snapshot_being_collected(db: Path) -> None:
+    """Snapshot parts go straight into the inactive table; an import in another process takes that
+    table over, so the rest of the snapshot must never land in the list the import made active."""
+    gw = WhitelistStore(db)
+    assert await gw.add_snapshot_part(snap("s1", 3, 1, 2, [card("AA")])) is False
+    cli = WhitelistStore(db)
+    cli.import_entries([entry_from_wire(card("BB"))], version=2)  # below the snapshot's 3
+    cli.close()
+    assert await gw.add_snapshot_part(snap("s1", 3, 2, 2, [card("CC")])) is False  # abandoned
+    fresh = WhitelistStore(db)
+    assert (fresh.version, fresh.count()) == (2, 1)
+    assert values(fresh, "card", "AA", "BB", "CC") == [False, True, False]
+    fresh.close()
+    gw.close()

@@ -26,6 +26,7 @@ from edge.cloud.sync import WhitelistSync
 from edge.config import Config
 from edge.outbox import Outbox
 from edge.ports import GateControl
+from edge.runtime import tune_for_latency
 from edge.store import WhitelistStore
 from edge.tokens import TrustPolicy
 
@@ -112,6 +113,7 @@ class CloudLink:
         return self._t.last_error
 
     async def run(self) -> None:
+        tune_for_latency()  # snapshot staging and paho run in threads beside the decision loop
         self._loop = asyncio.get_running_loop()
         workers = [
             asyncio.create_task(self._sync.run(), name="cloud-whitelist"),
