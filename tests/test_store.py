@@ -360,7 +360,8 @@ async def test_swap_interrupted_after_last_part_completes_on_redelivery(db: Path
     # the state a kill -9 leaves between staging the last part and the swap: every part staged
     con = sqlite3.connect(db)
     with con:
-        con.execute("INSERT INTO staging VALUES (2, ?)", ('[["card","BB","r","[\\"z\\"]",null,null,null,null,0]]',))
+        con.execute("INSERT INTO staged VALUES (2, 'card', 'BB', 'r', '[\"z\"]', NULL, NULL, NULL, NULL, 0)")
+        con.execute("INSERT INTO staging VALUES (2, '')")
     con.close()
     s = WhitelistStore(db)
     assert await s.add_snapshot_part(snap("s", 2, 2, 2, [card("BB")])) is True
