@@ -67,11 +67,13 @@ def main() -> None:
         f"append n={len(lat)}: p50 {statistics.median(lat):.1f} us, p99 {pct(lat, 0.99):.1f} us, "
         f"p99.9 {pct(lat, 0.999):.0f} us, max {max(lat):.0f} us ({len(lat) / el:.0f}/s incl. event build)"
     )
+    wal_peak = (d / "outbox.db-wal").stat().st_size
     ob.checkpoint()
-    size = sum(p.stat().st_size for p in d.glob("outbox.db*"))
+    size = (d / "outbox.db").stat().st_size
+    print(f"WAL at the end of the burst: {wal_peak / 1e6:.1f} MB (bounded by the flusher's checkpoints)")
     body = len(ob.peek(0, 1)[0][1])
     print(
-        f"disk: {size / 1e6:.1f} MB for {a.events} events = {size / a.events:.0f} B/event "
+        f"database file: {size / 1e6:.1f} MB for {a.events} events = {size / a.events:.0f} B/event "
         f"({size / a.events * 1e6 / 1e9:.2f} GB per million; 3M -> {size / a.events * 3e6 / 1e9:.2f} GB); "
         f"event JSON {body} B"
     )

@@ -25,6 +25,7 @@ from edge.model import Event, Method, Result
 
 log = structlog.get_logger(__name__)
 
+_WAL_MAX = 64 * 1024 * 1024  # bytes of WAL before a checkpoint also truncates it
 _CHECKPOINT_FRAMES = 4000  # appends between passive checkpoints (~16 MB of WAL at most)
 
 
@@ -196,11 +197,21 @@ class Outbox:
                 os.fsync(self._wal_fd)
 
     def checkpoint(self) -> None:
-        """Passive checkpoint on a separate connection (never blocks appends)."""
+        """Passive checkpoint on a separate connection (never blocks appends). Under a steady stream of
+        writes (a backlog drain, a burst) a passive checkpoint never catches up, and SQLite only rewinds
+        the WAL when one does, so past _WAL_MAX bytes a TRUNCATE checkpoint follows: it holds appends
+        back only for the copy of what the passive one left, and it bounds the WAL on disk."""
         with self._io:
             if self._ckpt_con is None:
                 self._ckpt_con = _connect(self.path)
             self._ckpt_con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            try:
+                big = os.stat(f"{self.path}-wal").st_size > _WAL_MAX
+            except FileNotFoundError:
+                big = False
+            if big:
+                busy, _, _ = self._ckpt_con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                log.info("outbox_wal_truncated", done=not busy)
         self._since_ckpt = 0
 
     async def run_flusher(self) -> None:

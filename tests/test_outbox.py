@@ -230,3 +230,27 @@ async def test_flusher_fsyncs_and_checkpoints(db: Path) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         o.close()
+
+
+async def test_wal_stays_bounded_under_a_steady_stream_of_appends(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A passive checkpoint never catches up with non-stop writes and SQLite only rewinds a WAL that
+    was fully checkpointed; past the bound the flusher truncates it (bound lowered here to 1 MB)."""
+    import edge.outbox as outbox_mod
+
+    monkeypatch.setattr(outbox_mod, "_WAL_MAX", 1 << 20)
+    box = Outbox(db, flush_interval_s=0.05)
+    flusher = asyncio.create_task(box.run_flusher())
+    wal = Path(f"{db}-wal")
+    peak = 0
+    try:
+        for i in range(40_000):
+            box.append(ev(i))
+            if i % 200 == 0:
+                await asyncio.sleep(0)
+                peak = max(peak, wal.stat().st_size)
+    finally:
+        flusher.cancel()
+    assert box.count() == 40_000
+    assert peak < 64 << 20, peak  # without the truncation: ~160 MB (every commit a 4 KiB frame)
+    assert creds(box.peek(39_998, 5)) == [ev(39_998).credential, ev(39_999).credential]
+    box.close()
