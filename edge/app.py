@@ -287,7 +287,7 @@ class Gateway:
         if self._device_state.get(device) == (online, error):
             return
         self._device_state[device] = (online, error)
-        log.warning("device_status", device=device, online=online, error=error)
+        (log.info if online else log.warning)("device_status", device=device, online=online, error=error)
         for cb in self._device_cbs:
             try:
                 cb(device, online, error)
