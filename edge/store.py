@@ -18,6 +18,8 @@ Snapshot rules (mqtt.md leaves details open; these are the safe readings chosen)
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import sqlite3
 import threading
 import time
@@ -31,6 +33,7 @@ from edge.model import Entry
 from edge.store_codec import (
     InvalidEntry,
     Row,
+    dumps,
     entry_from_wire,
     entry_of_row,
     entry_to_wire,
@@ -48,6 +51,15 @@ log = structlog.get_logger(__name__)
 _SEEN_KEEP = 256  # snapshot ids remembered as started (to ignore their late or duplicate parts)
 
 _FIELDS = "kind, value, subject, zones, floors, vfrom, vuntil, windows, blocked"
+_SLICE = 1000  # rows per JSON text when staging
+_IMPORT_ID = "import:"  # collection ids of CLI imports (never remembered as cloud snapshot ids)
+
+
+class _Abandoned(Exception):
+    """The collection being written was replaced by another writer (a CLI import elsewhere)."""
+
+
+_FROM_JSON = ", ".join(f"j.value->>{i}" for i in range(9))  # a row's columns out of its JSON array
 _ENTRY_TABLE = """CREATE TABLE IF NOT EXISTS entries_{}(kind TEXT NOT NULL, value TEXT NOT NULL,
   subject TEXT NOT NULL, zones TEXT NOT NULL, floors TEXT, vfrom INTEGER, vuntil INTEGER, windows TEXT,
   blocked INTEGER NOT NULL, PRIMARY KEY(kind, value)) WITHOUT ROWID;"""
@@ -101,7 +113,7 @@ class WhitelistStore:
         self.path = Path(path)
         self._wlock = threading.Lock()
         self._alock: asyncio.Lock | None = None
-        self._w = _connect(self.path)
+        self._w = _connect(self.path, autocheckpoint=False)  # checkpoints: after a swap and every purge
         self._w.executescript(_SCHEMA)
         self._w.execute("PRAGMA cache_size=-65536")
         self._r = _connect(self.path, autocheckpoint=False)
@@ -115,7 +127,11 @@ class WhitelistStore:
         self._set_active(meta["active"])
         self._version, self._count = int(meta["version"]), int(meta["count"])
         sid = meta.get("snap_id")
-        self._snap = None if sid is None else (sid, int(meta["snap_version"]), int(meta["snap_parts"]))
+        self._snap = (
+            None
+            if sid is None or str(sid).startswith(_IMPORT_ID)  # an import that died half-way: cleared later
+            else (sid, int(meta["snap_version"]), int(meta["snap_parts"]))
+        )
         self._checked = time.monotonic()
 
     def _set_active(self, name: str) -> None:
@@ -173,73 +189,90 @@ class WhitelistStore:
 
     # --- writes (writer connection; caller of the _methods holds self._wlock) ---
     def _reset_staging(self, snap: tuple[str, int, int] | None) -> None:
-        """Forget any staged rows and parts; remember ``snap`` as the snapshot being collected."""
+        """Forget staged rows and parts, empty the inactive table (SQLite truncates it: no per-row work);
+        remember ``snap`` as the collection under way (on disk too, so other processes see it)."""
         with _Txn(self._w) as w:
+            w.execute(f"DELETE FROM entries_{self._inactive(w)}")
             w.execute("DELETE FROM staging")
             w.execute("DELETE FROM staged")
             w.execute("DELETE FROM meta WHERE k IN (?, ?, ?)", _SNAP_KEYS)
             if snap is not None:
                 w.executemany("INSERT INTO meta VALUES (?, ?)", zip(_SNAP_KEYS, snap, strict=True))
-                w.execute("INSERT OR REPLACE INTO snap_seen VALUES (?, ?)", (snap[0], time.time_ns()))
-                sql = "DELETE FROM snap_seen WHERE id NOT IN (SELECT id FROM snap_seen ORDER BY at DESC LIMIT ?)"
-                w.execute(sql, (_SEEN_KEEP,))
-        self._snap = snap
+                if not snap[0].startswith(_IMPORT_ID):
+                    w.execute("INSERT OR REPLACE INTO snap_seen VALUES (?, ?)", (snap[0], time.time_ns()))
+                    sql = "DELETE FROM snap_seen WHERE id NOT IN (SELECT id FROM snap_seen ORDER BY at DESC LIMIT ?)"
+                    w.execute(sql, (_SEEN_KEEP,))
+        self._snap = None if snap is None or snap[0].startswith(_IMPORT_ID) else snap
 
-    def _stage_rows(self, rows: list[Row], part: int) -> None:
-        """Append one received part's rows to ``staged`` (a rowid table: sequential appends, no B-tree
-        rebalancing per part); the sort into key order happens once, in SQL, when all parts are in."""
+    @staticmethod
+    def _inactive(w: sqlite3.Connection, sid: str | None = None) -> str:
+        """The inactive table, read from disk. With ``sid``: raise _Abandoned unless that collection is
+        still the one under way (a CLI import in another process replaces it, and may have swapped)."""
+        meta = dict(w.execute("SELECT k, v FROM meta WHERE k IN ('active', 'snap_id')"))
+        if sid is not None and meta.get("snap_id") != sid:
+            raise _Abandoned(f"{sid} was replaced by {meta.get('snap_id') or 'a swap'}")
+        return "b" if meta["active"] == "a" else "a"
+
+    def _stage_rows(self, rows: list[Row], part: int, sid: str) -> None:
+        """Put one part's rows where the swap will find them. Fast path: rows in strictly ascending key
+        order, all above the inactive table's last key (a cloud exporting in key order), go straight
+        into that table as B-tree appends: no second copy, nothing left to sort. Otherwise they go to
+        ``staged`` (a rowid table) and are sorted in once, at the swap. Either way one transaction."""
+        keys = [(r[0], r[1]) for r in rows]
         with _Txn(self._w) as w:
-            w.executemany(f"INSERT INTO staged VALUES ({part}, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            t = self._inactive(w, sid)
+            last = w.execute(f"SELECT kind, value FROM entries_{t} ORDER BY kind DESC, value DESC LIMIT 1").fetchone()
+            ordered = all(k0 < k1 for k0, k1 in itertools.pairwise(keys))
+            if keys and ordered and (last is None or tuple(last) < keys[0]):
+                sql = f"INSERT INTO entries_{t} SELECT {_FROM_JSON} FROM json_each(?2) j"
+            else:
+                sql = f"INSERT INTO staged SELECT ?1, {_FROM_JSON} FROM json_each(?2) j"
+            # JSON texts unpacked by SQLite in C instead of binding rows one by one; in slices, because
+            # json.dumps holds the GIL throughout and the decision loop must not wait long for it
+            for i in range(0, len(rows), _SLICE):
+                w.execute(sql, (part, dumps(rows[i : i + _SLICE])))
             w.execute("INSERT OR REPLACE INTO staging VALUES (?, '')", (part,))
 
-    def _build_and_swap(self, version: int, *, force: bool = False) -> bool:
-        """Copy the staged rows into the inactive table in key order (one sort, then sequential B-tree
-        appends: seconds for 1,000,000 rows, readers untouched), then the one short swap transaction.
-        A key staged twice keeps its row from the highest part (then the later row in that part)."""
+    def _build_and_swap(self, version: int, sid: str, *, force: bool = False) -> bool:
+        """One transaction: sort any ``staged`` rows into the inactive table (readers untouched), then
+        make it the active list with its version and count. Refused when ``version`` is below the local
+        one, unless forced (an import). A key sent twice keeps the row written last (sorted-in rows are
+        written after fast-path rows; among them the higher part, then the later row, wins)."""
+        t0 = time.perf_counter()
         with _Txn(self._w) as w:
-            meta = dict(w.execute("SELECT k, v FROM meta WHERE k IN ('active', 'version')"))
-            cur = meta["version"]
-            new = "b" if meta["active"] == "a" else "a"  # from disk: another process may have swapped
-            if version < int(cur) and not force:
-                ok = False
-            else:
-                ok = True
-                w.execute(f"DELETE FROM entries_{new}")
+            new = self._inactive(w, sid)
+            cur = int(w.execute("SELECT v FROM meta WHERE k = 'version'").fetchone()[0])
+            ok = force or version >= cur
+            n = 0
+            if ok:
                 w.execute(
                     f"INSERT OR REPLACE INTO entries_{new} SELECT {_FIELDS} FROM staged "
                     "ORDER BY kind, value, part, rowid"
                 )
-        n = w.execute(f"SELECT count(*) FROM entries_{new}").fetchone()[0] if ok else 0
-        t0 = time.perf_counter()
-        with _Txn(self._w) as w:
-            if ok:
+                n = w.execute(f"SELECT count(*) FROM entries_{new}").fetchone()[0]
                 w.executemany(
                     "UPDATE meta SET v = ? WHERE k = ?", ((new, "active"), (version, "version"), (n, "count"))
                 )
             w.execute("DELETE FROM meta WHERE k IN (?, ?, ?)", _SNAP_KEYS)
+            w.execute("DELETE FROM staging")
+            w.execute("DELETE FROM staged")
         if ok:
             self._set_active(new)
             self._version, self._count = version, n
         self._snap = None
-        log.info(
-            "whitelist_swap",
-            ok=ok,
-            version=version,
-            entries=n,
-            swap_ms=round((time.perf_counter() - t0) * 1e3, 2),
-        )
-        with _Txn(self._w) as w:
-            w.execute("DELETE FROM staging")
-            w.execute("DELETE FROM staged")
+        log.info("whitelist_swap", ok=ok, version=version, entries=n, ms=round((time.perf_counter() - t0) * 1e3, 1))
+        self._w.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the new list is live already; now tidy the WAL
         return ok
 
     def import_entries(self, entries: Iterable[Entry], version: int | None = None) -> int:
         """Replace the whole list atomically (CLI import); returns rows. Sync, any thread.
         ``version=None`` sets version 0 ("not the cloud's list"), so the next sync fetches a snapshot.
-        A snapshot being collected is abandoned (its later parts are ignored)."""
+        A snapshot being collected is abandoned (its later parts are ignored); if one starts in another
+        process during the import, the import fails with nothing changed (run it again)."""
         v = 0 if version is None else int(version)
+        sid = f"{_IMPORT_ID}{os.getpid()}-{time.time_ns()}"
         with self._wlock:
-            self._reset_staging(None)
+            self._reset_staging((sid, v, 0))
             rows: list[Row] = []
             part = 0
             try:
@@ -247,13 +280,15 @@ class WhitelistStore:
                     rows.append(row_of_entry(e, i))
                     if len(rows) == 5000:
                         part += 1
-                        self._stage_rows(rows, part)
+                        self._stage_rows(rows, part, sid)
                         rows = []
+                self._stage_rows(rows, part + 1, sid)
+                self._build_and_swap(v, sid, force=True)  # an import may go back in version
+            except _Abandoned as exc:
+                raise RuntimeError(f"import abandoned: {exc}; nothing changed, run it again") from None
             except BaseException:
                 self._reset_staging(None)  # the list in use is untouched; leave no half import behind
                 raise
-            self._stage_rows(rows, part + 1)
-            self._build_and_swap(v, force=True)  # an import may go back in version
         log.info("whitelist_imported", entries=self._count, version=v)
         return self._count
 
@@ -351,12 +386,17 @@ class WhitelistStore:
                 if snap is not None:
                     log.info("snapshot_superseded", old=snap[0], new=sid)
                 self._reset_staging((sid, version, n))
-            if not self._w.execute("SELECT 1 FROM staging WHERE part = ?", (i,)).fetchone():
-                self._stage_rows(rows, i)
-            # a duplicate is not staged again, but may complete a swap a crash interrupted
-            if self._w.execute("SELECT count(*) FROM staging").fetchone()[0] < n:
+            try:
+                if not self._w.execute("SELECT 1 FROM staging WHERE part = ?", (i,)).fetchone():
+                    self._stage_rows(rows, i, sid)
+                # a duplicate is not staged again, but may complete a swap a crash interrupted
+                if self._w.execute("SELECT count(*) FROM staging").fetchone()[0] < n:
+                    return False
+                ok = self._build_and_swap(version, sid)
+            except _Abandoned as exc:  # a CLI import in another process replaced the list meanwhile
+                self._snap = None
+                log.warning("snapshot_abandoned", id=sid, part=i, reason=str(exc))
                 return False
-            ok = self._build_and_swap(version)
         log.info("snapshot_applied" if ok else "snapshot_discarded_older_than_local", id=sid, version=version)
         return ok
 

@@ -410,3 +410,21 @@ async def test_import_elsewhere_abandons_a_snapshot_being_collected(db: Path) ->
     assert values(fresh, "card", "AA", "BB", "CC") == [False, True, False]
     fresh.close()
     gw.close()
+
+
+async def test_parts_in_key_order_and_out_of_order_make_the_same_list(db: Path) -> None:
+    """Parts in ascending key order go straight into the inactive table; others are sorted in at the
+    swap. Both kinds mix in one snapshot, and a key sent twice keeps the row written last."""
+    s = WhitelistStore(db)
+    assert await s.add_snapshot_part(snap("m", 1, 1, 4, [card("AA"), card("BB")])) is False  # fast path
+    assert await s.add_snapshot_part(snap("m", 1, 2, 4, [card("CC"), card("DD")])) is False  # fast path
+    assert await s.add_snapshot_part(snap("m", 1, 3, 4, [card("FF"), card("EE")])) is False  # unsorted
+    dup = card("BB", blocked=True)
+    assert await s.add_snapshot_part(snap("m", 1, 4, 4, [card("AB"), dup])) is True  # below DD: sorted in
+    assert (s.version, s.count()) == (1, 7)
+    assert values(s, "card", "AA", "AB", "BB", "CC", "DD", "EE", "FF") == [True] * 7
+    assert s.lookup("card", "BB").blocked  # type: ignore[union-attr]
+    s.close()
+    raw = sqlite3.connect(db)
+    assert raw.execute("SELECT count(*) FROM staged").fetchone() == (0,)  # nothing left behind
+    raw.close()
