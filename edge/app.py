@@ -22,7 +22,6 @@ from edge import __version__
 from edge.clock import ClockState
 from edge.config import Config
 from edge.engine import Clock, DeviceContext, decide_entry, decide_token
-from edge.ids import new_event_id
 from edge.model import Decision, Event, Method, Presentation
 from edge.normalize import mask_credential
 from edge.outbox import Outbox
@@ -311,18 +310,17 @@ class Gateway:
         reason: str,
         latency_ms: float | None,
     ) -> Event:
-        return Event(
-            new_event_id(),
-            int(time.time() * 1000),
+        """Positional form for the gateway's call sites; Outbox.make_event builds it (id, timestamp)."""
+        return Outbox.make_event(
             device,
-            reader,
             method,
             credential,
-            subject,
-            result,
+            result,  # type: ignore[arg-type]
             reason,
-            None if latency_ms is None else round(latency_ms, 3),
-        )  # type: ignore[arg-type]
+            reader=reader,
+            subject=subject,
+            latency_ms=None if latency_ms is None else round(latency_ms, 3),
+        )
 
     def record(self, event: Event) -> None:
         try:
