@@ -20,6 +20,7 @@ from pathlib import Path
 
 import structlog
 
+from edge.db import connect_wal
 from edge.ids import new_event_id
 from edge.model import Event, Method, Result
 
@@ -34,12 +35,8 @@ def event_json(event: Event) -> str:
     return json.dumps(event.to_wire(), separators=(",", ":"), ensure_ascii=False)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=NORMAL")
-    con.execute("PRAGMA journal_size_limit=16777216")
-    return con
+def _connect(path: Path, *, autocheckpoint: bool = True) -> sqlite3.Connection:
+    return connect_wal(path, journal_limit_mb=16, timeout=10.0, autocheckpoint=autocheckpoint)
 
 
 class Outbox:
@@ -52,8 +49,7 @@ class Outbox:
         self.path = Path(path)
         self.max_events = max_events
         self.flush_interval_s = flush_interval_s
-        self._con = _connect(self.path)
-        self._con.execute("PRAGMA wal_autocheckpoint=0")
+        self._con = _connect(self.path, autocheckpoint=False)
         self._con.executescript(
             "CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY, body TEXT NOT NULL);"
             "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;"

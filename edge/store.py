@@ -29,6 +29,7 @@ from typing import Any
 
 import structlog
 
+from edge.db import connect_wal
 from edge.model import Entry
 from edge.store_codec import (
     InvalidEntry,
@@ -81,13 +82,7 @@ _SNAP_KEYS = ("snap_id", "snap_version", "snap_parts")
 
 
 def _connect(path: Path, *, autocheckpoint: bool = True) -> sqlite3.Connection:
-    con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=NORMAL")
-    con.execute("PRAGMA journal_size_limit=67108864")
-    if not autocheckpoint:  # the loop thread must never copy WAL pages back (milliseconds)
-        con.execute("PRAGMA wal_autocheckpoint=0")
-    return con
+    return connect_wal(path, journal_limit_mb=64, timeout=30.0, autocheckpoint=autocheckpoint)
 
 
 class _Txn:
@@ -221,9 +216,11 @@ class WhitelistStore:
         keys = [(r[0], r[1]) for r in rows]
         with _Txn(self._w) as w:
             t = self._inactive(w, sid)
-            last = w.execute(f"SELECT kind, value FROM entries_{t} ORDER BY kind DESC, value DESC LIMIT 1").fetchone()
-            ordered = all(k0 < k1 for k0, k1 in itertools.pairwise(keys))
-            if keys and ordered and (last is None or tuple(last) < keys[0]):
+            fast = bool(keys) and all(k0 < k1 for k0, k1 in itertools.pairwise(keys))
+            if fast:
+                last = w.execute(f"SELECT kind, value FROM entries_{t} ORDER BY kind DESC, value DESC LIMIT 1").fetchone()
+                fast = last is None or tuple(last) < keys[0]
+            if fast:
                 sql = f"INSERT INTO entries_{t} SELECT {_FROM_JSON} FROM json_each(?2) j"
             else:
                 sql = f"INSERT INTO staged SELECT ?1, {_FROM_JSON} FROM json_each(?2) j"
