@@ -337,13 +337,13 @@ class ModbusBus:
                     await self._wake_prober.wait()
 
     async def _probe(self, device_id: int) -> None:
+        if not self._running:
+            return
         dev = self._devices[device_id]
         if dev.online:
             dev.last_ok = time.monotonic()  # next keepalive one period later, whatever the outcome
         else:
             dev.next_probe = time.monotonic() + max(dev.backoff, self.cfg.probe_min_s)  # until the result
-        if not self._running:
-            return
         fut: asyncio.Future[ModbusPDU] = asyncio.get_running_loop().create_future()
         job = _Job(PROBE, next(self._seq), device_id, lambda: _read_coil0(device_id), fut, probe=True)
         self._queue.put_nowait(job)

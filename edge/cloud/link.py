@@ -128,10 +128,9 @@ class CloudLink:
                     continue
                 up_at = time.monotonic()
                 reason = await self._session()
-                if not self._stopping:
-                    log.warning("mqtt_connection_lost", reason=reason, backlog=self.outbox.count())
                 if self._stopping:
                     break
+                log.warning("mqtt_connection_lost", reason=reason, backlog=self.outbox.count())
                 if time.monotonic() - up_at > _STABLE_S:
                     backoff = 1.0
                 await self._sleep_backoff(backoff)
