@@ -19,6 +19,19 @@ from pathlib import Path
 _FALLBACK = Path("/usr/sbin/mosquitto")  # Debian/Ubuntu install it outside a normal user's PATH
 
 
+# No queue, in-flight or size limits (a 1M-entry snapshot and a drained backlog must fit), Nagle off
+# (small QoS 1 messages), errors and warnings on stderr. Shared with the tests' broker.
+BROKER_TUNING = (
+    "max_queued_messages 0",
+    "max_inflight_messages 0",
+    "message_size_limit 0",
+    "set_tcp_nodelay true",
+    "log_dest stderr",
+    "log_type error",
+    "log_type warning",
+)
+
+
 def find_mosquitto() -> str | None:
     found = shutil.which("mosquitto")
     if found:
@@ -26,7 +39,7 @@ def find_mosquitto() -> str | None:
     return str(_FALLBACK) if _FALLBACK.is_file() else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -54,13 +67,7 @@ class DemoBroker:
             "autosave_interval 5",
             # When run as root, mosquitto would switch to user `mosquitto`, who cannot write here.
             f"user {getpass.getuser()}",
-            "max_queued_messages 0",
-            "max_inflight_messages 0",
-            "message_size_limit 0",
-            "set_tcp_nodelay true",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
+            *BROKER_TUNING,
         ]
         self.conf.write_text("\n".join(lines) + "\n")
 
@@ -70,7 +77,7 @@ class DemoBroker:
         self._stop_leftover()
         last = ""
         for _ in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             self._write_conf()
             with open(self.log, "ab") as log:
                 self.proc = subprocess.Popen(

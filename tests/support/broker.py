@@ -11,7 +11,6 @@ import contextlib
 import datetime as dt
 import ipaddress
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,13 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+from edge.sim.demo_broker import BROKER_TUNING, find_mosquitto, free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+MOSQUITTO = find_mosquitto() or "mosquitto"  # the name alone, so a missing broker fails loudly
 
 
 @dataclass
@@ -61,13 +56,7 @@ class Broker:
             "autosave_on_changes true",
             "user root",
             f"listener {self.port} 127.0.0.1",
-            "max_queued_messages 0",
-            "max_inflight_messages 0",
-            "message_size_limit 0",
-            "set_tcp_nodelay true",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
+            *BROKER_TUNING,
         ]
         if passwords is not None:
             pw = self.dir / "passwd"
