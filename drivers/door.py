@@ -36,6 +36,11 @@ class DoorConfig(BaseModel):
     door_sensor_closed_when: bool = Field(True, description="input value meaning 'door closed'")
     exit_button_input: int | None = Field(None, ge=0, description="discrete input of the exit button")
 
+    def outputs(self) -> list[tuple[str, int, int, str]]:
+        """(bus, unit, coil, key) of every relay output this door drives: two devices must never share
+        one (a config check refuses it), or one door's relock would cut another's release."""
+        return [(self.bus, self.device_id, self.lock_coil, "lock_coil")]
+
 
 DoorMode = Literal["normal", "hold_open", "lock"]
 InputCallback = Callable[[str, str, bool], None]
