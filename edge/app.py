@@ -21,6 +21,7 @@ from drivers.serial_reader import SerialReader
 from edge import __version__
 from edge.clock import ClockState
 from edge.config import Config
+from edge.datafiles import open_stores
 from edge.engine import Clock, DeviceContext, decide_entry, decide_token
 from edge.model import Decision, Event, Method, Presentation
 from edge.normalize import mask_credential
@@ -31,17 +32,6 @@ from edge.store import WhitelistStore
 from edge.tokens import TokenClaims, TrustPolicy, verify_token
 
 log = structlog.get_logger(__name__)
-
-
-def open_stores(cfg: Config) -> tuple[WhitelistStore, Outbox]:
-    cfg.gateway.data_dir.mkdir(parents=True, exist_ok=True)
-    store = WhitelistStore(cfg.gateway.data_dir / "whitelist.db")
-    outbox = Outbox(
-        cfg.gateway.data_dir / "outbox.db",
-        max_events=cfg.outbox.max_events,
-        flush_interval_s=cfg.outbox.flush_interval_s,
-    )
-    return store, outbox
 
 
 def build_policy(cfg: Config, store: WhitelistStore) -> TrustPolicy:
