@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edge.model import Event
-from edge.outbox import _CHECKPOINT_FRAMES, Outbox
+from edge.outbox import _CHECKPOINT_FRAMES, REJECT, Outbox
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,9 +131,136 @@ def test_overflow_drops_oldest_and_records_it(db: Path) -> None:
     assert rows[0][0] == seqs[2]
     o.close()
     o = Outbox(db, max_events=10)
-    assert o.count() == 10 and o.append(ev(11)) > new  # overflowed again: 2 more dropped, one info
-    assert [json.loads(b)["reason"] for _, b in o.peek(0)].count("outbox_overflow") == 2
+    assert o.count() == 10 and o.append(ev(11)) > new  # overflowed again: the notice and 1 more dropped
+    notes = [json.loads(b) for _, b in o.peek(0) if json.loads(b)["reason"] == "outbox_overflow"]
+    assert [n["credential"] for n in notes] == ["3"]  # one notice, carrying the earlier count
     assert o.count() == 10
+    o.close()
+
+
+def noise(i: int) -> Event:
+    """A rejected scanner line, marked as such (the gateway marks its reader rejects the same way)."""
+    return Outbox.make_event("north-gate", "qr", "", "denied", "malformed", reader="qr-1", ts=i, prio=REJECT)
+
+
+def info(i: int) -> Event:
+    return Outbox.make_event("north-gate", "qr", str(i), "info", "malformed", reader="qr-1", ts=i)
+
+
+def kinds(ob: Outbox) -> list[str]:
+    """Each row on disk as g (granted), r (rejected line), i (info), n (overflow notice)."""
+    out = []
+    for _, body in ob.peek(0, 10**6):
+        e = json.loads(body)
+        kind = {"granted": "g", "denied": "r"}.get(e["result"], "i")
+        out.append("n" if e["reason"] == "outbox_overflow" else kind)
+    return out
+
+
+def notice_total(ob: Outbox) -> int:
+    return sum(int(json.loads(b)["credential"]) for _, b in ob.peek(0, 10**6) if "outbox_overflow" in b)
+
+
+def test_overflow_evicts_info_then_rejects_and_decisions_last(db: Path) -> None:
+    o = Outbox(db, max_events=100)  # evicts 2 at a time
+    for i in range(20):
+        o.append(ev(i))
+    for i in range(40):
+        o.append(noise(i))
+    for i in range(30):
+        o.append(info(i))
+    for i in range(20, 30):
+        o.append(ev(i))
+    assert o.count() == 100
+    appended = 30
+    while "i" in kinds(o):  # every new decision pushes out info events, oldest first, never a decision
+        o.append(ev(appended))
+        appended += 1
+        assert kinds(o).count("g") == appended and kinds(o).count("r") == 40
+        assert o.count() == 100
+    while "r" in kinds(o):  # then the rejected lines
+        o.append(ev(appended))
+        appended += 1
+        assert kinds(o).count("g") == appended
+    assert kinds(o).count("n") == 1 and notice_total(o) == 70  # one notice: 30 info + 40 rejects dropped
+    o.append(ev(appended))  # only now the oldest decision goes
+    creds_left = [c for c in creds(o.peek(0, 10**6)) if c.startswith("****")]
+    assert creds_left == [f"****{i:04X}" for i in range(1, appended + 1)]
+    assert o.count() == 100 and notice_total(o) == 71
+    o.close()
+
+
+def test_a_low_event_never_displaces_a_higher_one(db: Path) -> None:
+    """A box full of decisions: info events and rejected lines arriving are the ones dropped (counted in the
+    one notice), whatever their number: the notice takes one slot, once."""
+    o = Outbox(db, max_events=10)
+    for i in range(10):
+        o.append(ev(i))
+    for i in range(50):
+        o.append(info(i) if i % 2 else noise(i))
+    assert kinds(o) == ["g"] * 9 + ["n"]
+    assert notice_total(o) == 51  # the oldest decision (to make room for the notice) and the 50 dropped
+    assert creds(o.peek(0))[:9] == [f"****{i:04X}" for i in range(1, 10)]
+    o.append(noise(99))  # still full of decisions: dropped, counted
+    assert o.count() == 10 and notice_total(o) == 52
+    o.close()
+
+
+def test_repeated_overflow_keeps_one_notice_with_the_running_count(db: Path) -> None:
+    o = Outbox(db, max_events=10)
+    for i in range(1000):
+        o.append(ev(i))
+        assert kinds(o).count("n") <= 1 and o.count() <= 10
+    assert kinds(o) == ["g"] * 8 + ["n", "g"]
+    assert notice_total(o) + kinds(o).count("g") == 1000  # every decision is on disk or counted
+    o.close()
+
+
+def test_eviction_in_the_middle_keeps_seq_and_cursor_semantics(db: Path) -> None:
+    """Evicted rows may sit between kept ones: a reader's seq cursor and the high-water mark still hold."""
+    o = Outbox(db, max_events=10)
+    seqs = [o.append(ev(0)), o.append(noise(1)), o.append(ev(2)), o.append(noise(3)), o.append(ev(4))]
+    seqs += [o.append(ev(i)) for i in range(5, 10)]
+    cursor = seqs[2]  # a drainer sent rows up to here
+    last = o.append(ev(10))  # evicts the two rejects, one below the cursor and one above
+    assert [s for s, _ in o.peek(cursor)] == [*seqs[4:], last - 1, last]
+    assert o.delete((seqs[0], seqs[2])) == 2  # the acknowledged range: the evicted row is simply not there
+    assert o.count() == 8
+    o.close()
+    o = Outbox(db, max_events=10)
+    assert o.append(ev(11)) == last + 1  # seqs neither reused nor jumping
+    o.close()
+    con = sqlite3.connect(db)
+    (hi,) = con.execute("SELECT v FROM meta WHERE k = 'deleted_hi'").fetchone()
+    con.close()
+    assert hi >= seqs[3]
+
+
+def test_an_outbox_file_from_before_the_classes_is_migrated(db: Path) -> None:
+    """Rows written before the class column count as decisions (the safe reading); seqs carry on."""
+    con = sqlite3.connect(db)
+    con.executescript(
+        "CREATE TABLE events(seq INTEGER PRIMARY KEY, body TEXT NOT NULL);"
+        "CREATE TABLE meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO meta VALUES ('deleted_hi', 3);"
+    )
+    from edge.outbox import event_json
+
+    old = [noise(4), ev(5), noise(6), ev(7)]
+    con.executemany("INSERT INTO events VALUES (?, ?)", [(i + 4, event_json(e)) for i, e in enumerate(old)])
+    con.commit()
+    con.close()
+    o = Outbox(db, max_events=10)
+    assert o.count() == 4 and o.append(info(8)) == 8
+    o.append(noise(9))
+    for i in range(10, 14):
+        o.append(ev(i))
+    assert o.count() == 10
+    o.append(ev(14))  # the new info and rejected line go, not the old rows (decisions, whatever they say)
+    assert kinds(o) == ["r", "g", "r", "g"] + ["g"] * 4 + ["n", "g"]
+    o.close()
+    o = Outbox(db, max_events=10)  # opening a migrated file again changes nothing
+    assert o.count() == 10 and o.append(ev(16)) == 17
     o.close()
 
 
