@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drivers.door import DoorConfig
 from drivers.modbus import BusConfig
 from drivers.serial_reader import SerialReaderConfig
+from edge.yaml_load import Lines, YamlProblem, load_yaml
+
+MAX_BYTES = 256 * 1024  # a gateway config is a few KB; past this it is a wrong file, not a config
 
 
 class _Strict(BaseModel):
@@ -161,41 +163,10 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
-# --- YAML with line numbers --------------------------------------------------------------
+# --- loading ----------------------------------------------------------------------------
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that records the line of every mapping key and sequence item by key path."""
-
-
-def _load_with_lines(text: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
-    loader = _LineLoader(text)
-    lines: dict[tuple[Any, ...], int] = {}
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, lines
-
-        def walk(n: yaml.Node, path: tuple[Any, ...]) -> None:
-            lines.setdefault(path, n.start_mark.line + 1)
-            if isinstance(n, yaml.MappingNode):
-                for k, v in n.value:
-                    key = loader.construct_object(k, deep=True)
-                    lines[(*path, key)] = k.start_mark.line + 1
-                    walk(v, (*path, key))
-            elif isinstance(n, yaml.SequenceNode):
-                for i, item in enumerate(n.value):
-                    lines[(*path, i)] = item.start_mark.line + 1
-                    walk(item, (*path, i))
-
-        walk(node, ())
-        data = loader.construct_document(node)
-    finally:
-        loader.dispose()
-    return data, lines
-
-
-def _line_for(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+def _line_for(loc: tuple[Any, ...], lines: Lines) -> int | None:
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
             return lines[loc[:n]]
@@ -209,18 +180,18 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def _key_text(loc: tuple[Any, ...]) -> str:
     out = ""
-    for p in loc:
+    for p in loc[:12]:  # a path past 12 levels is a nesting error: its start says where
         out += f"[{p}]" if isinstance(p, int) else (("." if out else "") + str(p))
+    if len(loc) > 12:
+        out += "..."
     return out
 
 
 def parse_config(text: str, path: Path) -> Config:
     try:
-        data, lines = _load_with_lines(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(path, [(line, "", f"YAML syntax: {getattr(exc, 'problem', exc)}")]) from None
+        data, lines = load_yaml(text)
+    except YamlProblem as exc:
+        raise ConfigError(path, [(line, _key_text(loc), msg) for line, loc, msg in exc.problems]) from None
     if not isinstance(data, dict):
         raise ConfigError(path, [(1, "", "the file must be a YAML mapping with a `gateway` section")])
     try:
@@ -230,9 +201,9 @@ def parse_config(text: str, path: Path) -> Config:
         for err in exc.errors():
             loc = _clean_loc(tuple(err["loc"]))
             ctx_err = (err.get("ctx") or {}).get("error")
+            msg = err["msg"].removeprefix("Value error, ")
             if isinstance(ctx_err, _RefError):
                 loc = ctx_err.loc
-            msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (typo?)"
             problems.append((_line_for(loc, lines), _key_text(loc), msg))
@@ -253,10 +224,25 @@ def parse_config(text: str, path: Path) -> Config:
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
-    path = Path(path)
+def _read_text(path: Path) -> str:
+    """The file as text: bounded in size before it is read whole, UTF-8 or the line of the bad byte."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError(path, [(None, "", f"cannot read: {exc.strerror or exc}")]) from None
-    return parse_config(text, path)
+    if len(raw) > MAX_BYTES:
+        msg = f"larger than {MAX_BYTES // 1024} KiB, the limit for a config file (one is a few KB)"
+        raise ConfigError(path, [(None, "", msg)])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - raw.rfind(b"\n", 0, exc.start)
+        msg = f"not UTF-8: byte 0x{raw[exc.start]:02x} at column {col} ({exc.reason}); save the file as UTF-8"
+        raise ConfigError(path, [(line, "", msg)]) from None
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    return parse_config(_read_text(path), path)

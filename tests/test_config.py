@@ -122,3 +122,105 @@ def test_serial_port_links_are_kept_not_resolved(tmp_path: Path) -> None:
     (tmp_path / "g.yaml").write_text(GOOD)
     cfg = load_config(tmp_path / "g.yaml")
     assert cfg.readers["r1"].port == str(tmp_path / "scanner")
+
+
+# --- files that crashed or exhausted the loader (issue 6, item 6) ------------------------------
+
+
+def check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    """`edge check-config` as an operator runs it: the real console script in a subprocess."""
+    return subprocess.run(
+        [str(ROOT / ".venv/bin/edge"), "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def refused(out: subprocess.CompletedProcess[str]) -> str:
+    """The one problem line of a refused config; a traceback or any other exit fails the test."""
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert lines[0] == "config error:" and len(lines) == 2, out.stderr
+    return lines[1]
+
+
+def test_non_utf8_file_names_line_and_byte(tmp_path: Path) -> None:
+    p = tmp_path / "gw.yaml"
+    p.write_bytes(GOOD.encode().replace(b"zone: north-gate", b"zone: north-\xe9gate"))
+    line = refused(check_config(p))
+    assert line.startswith(f"{p}:20: ") and "UTF-8" in line and "0xe9" in line
+
+
+def test_file_past_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD + "# padding\n" * 40_000)
+    line = refused(check_config(p))
+    assert line.startswith(f"{p}: ") and "KiB" in line
+
+
+@pytest.mark.parametrize(
+    "nest",
+    [
+        "log:\n  x: " + "[" * 20_000 + "]" * 20_000 + "\n",
+        "log:\n" + "".join("  " * i + f"  k{i}:\n" for i in range(200)) + "  " * 201 + "v\n",
+    ],
+    ids=["flow", "block"],
+)
+def test_deep_nesting_is_refused_with_a_line(tmp_path: Path, nest: str) -> None:
+    p = write(tmp_path, GOOD + nest)
+    line = refused(check_config(p))
+    assert line.startswith(f"{p}:") and "deeper than 64" in line
+    lineno = int(line.split(":")[1])
+    assert 24 <= lineno <= 24 + 64  # where the 65th level opens, not the top or the end
+
+
+def test_alias_bomb_is_refused_at_the_alias(tmp_path: Path) -> None:
+    bomb = ROOT / "tests/data/config/alias-bomb.yaml"
+    line = refused(check_config(bomb))
+    assert line.startswith(f"{bomb}:7: log.e[") and "*d" in line and "nodes" in line
+
+
+def test_aliases_past_the_bound_and_alias_cycles_are_refused(tmp_path: Path) -> None:
+    many = GOOD + "log:\n  base: &z 1\n" + "".join(f"  k{i}: *z\n" for i in range(101))
+    [(line, key, msg)] = problems(tmp_path, many)
+    assert (line, key) == (126, "log.k100") and "100 aliases" in msg
+    [(line, key, msg)] = problems(tmp_path, GOOD + "log:\n  loop: &l [1, *l]\n")
+    assert (line, key) == (25, "log.loop[1]") and "*l" in msg and "cycle" in msg
+    deep = "".join(f"  l{i}: &l{i} [" + (f"*l{i - 1}" if i else "0") + "]\n" for i in range(70))
+    [(line, key, msg)] = problems(tmp_path, GOOD + "log:\n" + deep)
+    assert line is not None and line > 24 and "deeper than 64" in msg
+
+
+def test_control_characters_name_their_line(tmp_path: Path) -> None:
+    [(line, _key, msg)] = problems(tmp_path, GOOD.replace("zone: north-gate", "zone: north\x00gate"))
+    assert line == 20 and "#x0000" in msg
+
+
+# --- mistakes that were accepted silently (issue 6, item 7) -------------------------------------
+
+
+def test_duplicate_keys_name_both_lines(tmp_path: Path) -> None:
+    dup = GOOD.replace("  timezone: Asia/Shanghai\n", "  timezone: Asia/Shanghai\n  site: c43\n")
+    [(line, key, msg)] = problems(tmp_path, dup)
+    assert (line, key) == (5, "gateway.site") and "duplicate key 'site' (first at line 2)" in msg
+    dup = GOOD + "doors:\n  d9: {bus: tcp, device_id: 1, zone: z}\n"
+    [(line, key, msg)] = problems(tmp_path, dup)
+    assert (line, key) == (24, "doors") and "first at line 16" in msg
+
+
+def test_merge_keys_share_settings_and_are_still_checked(tmp_path: Path) -> None:
+    text = GOOD.replace("  d1:\n", "  d1: &door\n").replace(
+        "readers:\n  r1", "  d2:\n    <<: *door\n    lock_coil: 1\n    readers: []\nreaders:\n  r1"
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.doors["d2"].device_id == 3 and cfg.doors["d2"].lock_coil == 1 and cfg.doors["d2"].readers == []
+    [(line, key, msg)] = problems(tmp_path, text.replace("lock_coil: 1\n", "lock_coil: 1\n    lock_coil: 2\n"))
+    assert (line, key) == (25, "doors.d2.lock_coil") and "first at line 24" in msg
+
+
+def test_shipped_configs_still_load() -> None:
+    for name in ("demo.yaml", "example-rtu.yaml"):
+        out = check_config(ROOT / "config" / name)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
