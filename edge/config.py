@@ -130,7 +130,25 @@ class Config(_Strict):
             for i, rid in enumerate(door.readers):
                 if rid not in self.readers:
                     raise _RefError(("doors", did, "readers", i), f"no reader {rid!r} in readers")
+        self._one_driver_per_output()
         return self
+
+    def _one_driver_per_output(self) -> None:
+        """Two devices on one relay output would cut each other's release: refuse, in every device
+        section (any dict of models that list their `outputs()`), not only doors."""
+        driven: dict[tuple[str, int, int], tuple[Any, ...]] = {}
+        for section in type(self).model_fields:
+            devices = getattr(self, section)
+            if not isinstance(devices, dict):
+                continue
+            for dev_id, dev in devices.items():
+                outputs = getattr(dev, "outputs", None)
+                for bus, unit, coil, key in outputs() if callable(outputs) else []:
+                    loc = (section, dev_id, key)
+                    first = driven.setdefault((bus, unit, coil), loc)
+                    if first != loc:
+                        msg = f"relay bus {bus!r} unit {unit} coil {coil} is already driven by {_key_text(first)}"
+                        raise _RefError(loc, msg, other=first)
 
     def reader_door(self) -> dict[str, str]:
         """reader id -> door id (a reader opens exactly one door)."""
@@ -142,9 +160,12 @@ class Config(_Strict):
 
 
 class _RefError(ValueError):
-    def __init__(self, loc: tuple[Any, ...], msg: str) -> None:
+    """A cross-reference problem at key path `loc`; `other` is the key path it clashes with, if any."""
+
+    def __init__(self, loc: tuple[Any, ...], msg: str, other: tuple[Any, ...] | None = None) -> None:
         super().__init__(msg)
         self.loc = loc
+        self.other = other
 
 
 class ConfigError(Exception):
@@ -204,6 +225,8 @@ def parse_config(text: str, path: Path) -> Config:
             msg = err["msg"].removeprefix("Value error, ")
             if isinstance(ctx_err, _RefError):
                 loc = ctx_err.loc
+                if ctx_err.other is not None:
+                    msg += f" (line {_line_for(ctx_err.other, lines)})"
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (typo?)"
             problems.append((_line_for(loc, lines), _key_text(loc), msg))

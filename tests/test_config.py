@@ -210,12 +210,30 @@ def test_duplicate_keys_name_both_lines(tmp_path: Path) -> None:
     assert (line, key) == (24, "doors") and "first at line 16" in msg
 
 
+TWO_DOORS = GOOD.replace(
+    "readers:\n  r1",
+    "  d2:\n    bus: rtu\n    device_id: 3\n    zone: south\n    lock_coil: 0\nreaders:\n  r1",
+)
+
+
+def test_two_devices_on_one_relay_output_are_refused(tmp_path: Path) -> None:
+    [(line, key, msg)] = problems(tmp_path, TWO_DOORS)
+    assert (line, key) == (26, "doors.d2.lock_coil")
+    assert msg == "relay bus 'rtu' unit 3 coil 0 is already driven by doors.d1.lock_coil (line 17)"
+    cfg = load_config(write(tmp_path, TWO_DOORS.replace("lock_coil: 0", "lock_coil: 1")))
+    assert [d.lock_coil for d in cfg.doors.values()] == [0, 1]
+    cfg = load_config(write(tmp_path, TWO_DOORS.replace("rtu\n    device_id: 3\n    zone: s", "tcp\n    device_id: 3\n    zone: s")))
+    assert cfg.doors["d2"].bus == "tcp"
+
+
 def test_merge_keys_share_settings_and_are_still_checked(tmp_path: Path) -> None:
     text = GOOD.replace("  d1:\n", "  d1: &door\n").replace(
         "readers:\n  r1", "  d2:\n    <<: *door\n    lock_coil: 1\n    readers: []\nreaders:\n  r1"
     )
     cfg = load_config(write(tmp_path, text))
     assert cfg.doors["d2"].device_id == 3 and cfg.doors["d2"].lock_coil == 1 and cfg.doors["d2"].readers == []
+    [(line, key, msg)] = problems(tmp_path, text.replace("    lock_coil: 1\n", ""))
+    assert (line, key) == (22, "doors.d2.lock_coil") and "doors.d1.lock_coil (line 17)" in msg
     [(line, key, msg)] = problems(tmp_path, text.replace("lock_coil: 1\n", "lock_coil: 1\n    lock_coil: 2\n"))
     assert (line, key) == (25, "doors.d2.lock_coil") and "first at line 24" in msg
 
