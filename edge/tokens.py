@@ -28,6 +28,12 @@ DEFAULT_MAX_LIFETIME_S: Mapping[str, int] = MappingProxyType(
     {"resident": 300, "visitor": 7 * 86400, "staff": 86400}
 )
 MAX_COMMAND_LIFETIME_S = 60
+# Integer ranges of everything the cloud sends (token and command claims, whitelist messages), checked
+# where the message is parsed (``int_in``): a number outside them is malformed, never stored or used.
+INT64_MAX = 2**63 - 1  # SQLite INTEGER: binding a bigger int raises OverflowError (versions, parts)
+UNIX_S_MAX = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second datetime shows; times are 0..this
+FLOOR_MIN, FLOOR_MAX = -99, 999  # elevator floors: far past any building, inside any controller register
+SECONDS_MAX = 86_400  # a command's `seconds` (elevator grant): at most a day
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 _MISSING: Any = object()
 
@@ -235,9 +241,15 @@ def _text(v: Any, name: str) -> str:
     return v
 
 
-def _int(v: Any, name: str) -> int:
-    if type(v) is not int:  # excludes bool (a subclass of int) and floats such as 1795000030.0
-        raise _Malformed(f"{name!r} must be an integer")
+def int_in(v: object, lo: int, hi: int) -> bool:
+    """``v`` is an int with lo <= v <= hi: not a bool (an int subclass), not a float such as 3.0."""
+    return type(v) is int and lo <= v <= hi
+
+
+def _int(v: Any, name: str, lo: int = 0, hi: int = UNIX_S_MAX) -> int:
+    """An integer claim in lo..hi (by default a unix time), else malformed: step 1, not a time check."""
+    if not int_in(v, lo, hi):
+        raise _Malformed(f"{name!r} must be an integer in {lo}..{hi}")
     return v
 
 
@@ -248,18 +260,18 @@ def _req(c: dict[str, Any], name: str) -> Any:
     return v
 
 
-def _opt_int(c: dict[str, Any], name: str) -> int | None:
+def _opt_int(c: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
     # Present-but-null is a wrong type, not "absent": the spec types these as integers.
-    return None if name not in c else _int(c[name], name)
+    return None if name not in c else _int(c[name], name, lo, hi)
 
 
-def _opt_int_list(c: dict[str, Any], name: str) -> tuple[int, ...] | None:
+def _opt_floors(c: dict[str, Any], name: str = "floors") -> tuple[int, ...] | None:
     if name not in c:
         return None
     v = c[name]
     if type(v) is not list:
         raise _Malformed(f"{name!r} must be a list of integers")
-    return tuple(_int(x, name) for x in v)
+    return tuple(_int(x, name, FLOOR_MIN, FLOOR_MAX) for x in v)
 
 
 def _jti_of(claims: dict[str, Any]) -> str | None:
@@ -303,15 +315,13 @@ def _token_claims(c: dict[str, Any]) -> TokenClaims:
     if not jti:
         raise _Malformed("empty 'jti'")  # it keys revocation and use counting: must identify
     exp = _int(_req(c, "exp"), "exp")
-    nbf = _opt_int(c, "nbf")
+    nbf = _opt_int(c, "nbf", 0, UNIX_S_MAX)
     zones_v = _req(c, "zones")
     if type(zones_v) is not list or not zones_v:
         raise _Malformed("'zones' must be a non-empty list of strings")
     zones = tuple(_text(z, "zones") for z in zones_v)
-    floors = _opt_int_list(c, "floors")
-    uses = _opt_int(c, "uses")
-    if uses is not None and uses < 1:
-        raise _Malformed("'uses' must be >= 1")
+    floors = _opt_floors(c)
+    uses = _opt_int(c, "uses", 1, INT64_MAX)
     return TokenClaims(iss, sub, kind, jti, exp, nbf, zones, floors, uses)
 
 
@@ -374,9 +384,9 @@ def _command_claims(c: dict[str, Any]) -> CommandClaims:
     exp = _int(_req(c, "exp"), "exp")
     act = _text(_req(c, "act"), "act")
     target = _text(_req(c, "target"), "target")
-    floor = _opt_int(c, "floor")
-    floors = _opt_int_list(c, "floors")
-    seconds = _opt_int(c, "seconds")
+    floor = _opt_int(c, "floor", FLOOR_MIN, FLOOR_MAX)
+    floors = _opt_floors(c)
+    seconds = _opt_int(c, "seconds", -INT64_MAX - 1, INT64_MAX)  # 1..SECONDS_MAX: an action argument
     by = None if "by" not in c else _text(c["by"], "by")
     return CommandClaims(iss, aud, jti, iat, exp, act, target, floor, floors, seconds, by)
 
@@ -389,8 +399,8 @@ def _check_action_args(cmd: CommandClaims) -> str | None:
             return "elevator_grant needs a non-empty 'floors' list"
         if cmd.seconds is None:
             return "elevator_grant needs integer 'seconds'"
-    if cmd.seconds is not None and cmd.seconds <= 0:
-        return "'seconds' must be > 0"
+    if cmd.seconds is not None and not 1 <= cmd.seconds <= SECONDS_MAX:
+        return f"'seconds' must be in 1..{SECONDS_MAX}"
     return None
 
 

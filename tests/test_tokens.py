@@ -12,6 +12,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.tokens import (
     ACTIONS,
+    FLOOR_MAX,
+    FLOOR_MIN,
+    INT64_MAX,
+    SECONDS_MAX,
+    UNIX_S_MAX,
     CommandClaims,
     CommandDenied,
     TokenClaims,
@@ -338,13 +343,44 @@ def test_lifetime_limit_follows_kind(key: Ed25519PrivateKey, policy: TrustPolicy
 
 
 @pytest.mark.parametrize("big", [10**300, 2**64, -(10**300)], ids=["1e300", "2^64", "-1e300"])
-def test_huge_numbers_do_not_crash(key: Ed25519PrivateKey, policy: TrustPolicy, big: int) -> None:
+def test_huge_numbers_are_malformed(key: Ed25519PrivateKey, policy: TrustPolicy, big: int) -> None:
     no_nbf = reason(mint_token(key, KID, claims(nbf=DROP, exp=big)), policy)
     with_nbf = reason(mint_token(key, KID, claims(exp=big)), policy)
-    if big > 0:
-        assert no_nbf == with_nbf == "lifetime_too_long"
-    else:
-        assert no_nbf == with_nbf == "expired"
+    assert no_nbf == with_nbf == "malformed"
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"exp": 2**70},
+        {"nbf": 2**70},
+        {"nbf": -1},
+        {"floors": [2**70]},
+        {"floors": [3, -(2**70)]},
+        {"uses": 2**70},
+        {"floors": [2**64], "kind": "visitor", "uses": 2},
+    ],
+    ids=repr,
+)
+def test_integer_claims_out_of_range_are_malformed(
+    key: Ed25519PrivateKey, policy: TrustPolicy, over: dict[str, Any]
+) -> None:
+    r = verify_token(mint_token(key, KID, claims(**over)), policy, NOW)
+    assert isinstance(r, TokenDenied) and (r.reason, r.jti) == ("malformed", "t-1"), r
+    assert next(iter(over)) in r.detail  # the detail names the claim out of range
+
+
+def test_integer_claim_bounds_are_inclusive(key: Ed25519PrivateKey, policy: TrustPolicy) -> None:
+    edge = claims(kind="visitor", floors=[FLOOR_MIN, FLOOR_MAX], uses=INT64_MAX)
+    r = verify_token(mint_token(key, KID, edge), policy, NOW)
+    assert isinstance(r, TokenClaims) and (r.floors, r.uses) == ((FLOOR_MIN, FLOOR_MAX), INT64_MAX)
+    for over in ({"floors": [FLOOR_MAX + 1]}, {"floors": [FLOOR_MIN - 1]}, {"uses": INT64_MAX + 1}):
+        assert reason(mint_token(key, KID, claims(**over)), policy) == "malformed", over
+    # the last unix second parses and is judged on time; one more is not a time at all
+    last = claims(nbf=UNIX_S_MAX - 10, exp=UNIX_S_MAX)
+    assert reason(mint_token(key, KID, last), policy) == "not_yet_valid"
+    assert reason(mint_token(key, KID, {**last, "exp": UNIX_S_MAX + 1}), policy) == "malformed"
+    assert reason(mint_token(key, KID, claims(nbf=0, exp=NOW + 30)), policy) == "lifetime_too_long"
 
 
 # --- steps 8-10 --------------------------------------------------------------------------------
@@ -446,11 +482,25 @@ def test_valid_commands_of_every_action(key: Ed25519PrivateKey, policy: TrustPol
         ({"act": DROP}, "malformed"),
         ({"by": 7}, "malformed"),
         ({"jti": DROP}, "malformed"),
+        ({"exp": 2**70}, "malformed"),
+        ({"iat": 2**70, "exp": 2**70 + 10}, "malformed"),
+        ({"iat": -1}, "malformed"),
+        ({"act": "elevator_call", "floor": 2**70}, "malformed"),
+        ({"act": "elevator_grant", "floors": [3, 2**70], "seconds": 5}, "malformed"),
+        ({"act": "elevator_grant", "floors": [3], "seconds": 2**70}, "malformed"),
+        ({"floor": -(2**70)}, "malformed"),
     ],
     ids=lambda v: repr(v) if isinstance(v, dict) else v,
 )
 def test_command_errors(key: Ed25519PrivateKey, policy: TrustPolicy, over: dict, error: str) -> None:
     assert cmd_error(key, policy, **over) == error
+
+
+def test_command_argument_bounds_are_inclusive(key: Ed25519PrivateKey, policy: TrustPolicy) -> None:
+    assert cmd_error(key, policy, act="elevator_call", floor=FLOOR_MIN) == "ok"
+    assert cmd_error(key, policy, act="elevator_grant", floors=[FLOOR_MAX], seconds=SECONDS_MAX) == "ok"
+    assert cmd_error(key, policy, act="elevator_grant", floors=[3], seconds=SECONDS_MAX + 1) == "malformed"
+    assert cmd_error(key, policy, act="elevator_call", floor=FLOOR_MAX + 1) == "malformed"
 
 
 def test_command_lifetime_of_exactly_60s_is_accepted(key: Ed25519PrivateKey, policy: TrustPolicy) -> None:
