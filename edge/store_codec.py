@@ -16,11 +16,12 @@ from functools import lru_cache
 from typing import Any
 
 from edge.model import Entry, Window
-from edge.tokens import public_key_from_b64
+from edge.tokens import FLOOR_MAX, FLOOR_MIN, UNIX_S_MAX, int_in, public_key_from_b64
 
 _HEX = frozenset("0123456789ABCDEF")
 _HHMM = re.compile(r"([0-9][0-9]):([0-9][0-9])\Z")  # ASCII only: \d takes any script's digits
 Row = tuple[str, str, str, str, str | None, int | None, int | None, str | None, int]
+_FLOORS_ERR = f"floors: expected list of integers in {FLOOR_MIN}..{FLOOR_MAX}"
 
 
 class InvalidEntry(ValueError):
@@ -66,6 +67,19 @@ def normalize_value(kind: str, value: Any, name: str = "value") -> str:
     if len(v) > 32 or not v.isalnum():
         raise InvalidEntry(f"{name}: plate value must be letters and digits only")
     return v
+
+
+def unix_s(v: Any, name: str, alt: str = "") -> int:
+    """A unix time in 0..UNIX_S_MAX. A bigger int would overflow SQLite's INTEGER in a delta and
+    silently become a REAL in a snapshot's JSON staging, so it is refused before either."""
+    if not int_in(v, 0, UNIX_S_MAX):
+        raise InvalidEntry(f"{name}: expected integer in 0..{UNIX_S_MAX}{alt}")
+    return v
+
+
+def floors_ok(floors: Any) -> bool:
+    """A list (or tuple) of integer floors in FLOOR_MIN..FLOOR_MAX, as tokens.md's floors claim."""
+    return isinstance(floors, list | tuple) and all(int_in(f, FLOOR_MIN, FLOOR_MAX) for f in floors)
 
 
 @lru_cache(maxsize=2048)
@@ -134,16 +148,19 @@ def row_from_wire(obj: Any) -> Row:
         zones_json = _zones(tuple(zones))
     except (TypeError, ValueError):
         raise InvalidEntry("zones: expected non-empty list of non-empty strings") from None
+    # the tests of floors_ok and unix_s written out: this runs for every entry of a snapshot
     floors = get("floors")
     if floors is not None:
-        if type(floors) is not list or any(type(f) is not int for f in floors):
-            raise InvalidEntry("floors: expected list of integers, null or absent")
+        if type(floors) is not list or any(
+            type(f) is not int or not FLOOR_MIN <= f <= FLOOR_MAX for f in floors
+        ):
+            raise InvalidEntry(f"{_FLOORS_ERR}, null or absent")
         floors = _enc(tuple(floors))
     vfrom, vuntil, blocked = get("from"), get("until"), get("blocked", False)
-    if vfrom is not None and type(vfrom) is not int:
-        raise InvalidEntry("from: expected integer or null")
-    if vuntil is not None and type(vuntil) is not int:
-        raise InvalidEntry("until: expected integer or null")
+    if vfrom is not None and (type(vfrom) is not int or not 0 <= vfrom <= UNIX_S_MAX):
+        unix_s(vfrom, "from", " or null")  # raises, naming the range
+    if vuntil is not None and (type(vuntil) is not int or not 0 <= vuntil <= UNIX_S_MAX):
+        unix_s(vuntil, "until", " or null")
     if type(blocked) is not bool:
         raise InvalidEntry("blocked: expected boolean")
     windows = get("windows")
@@ -159,13 +176,11 @@ def _entry_row(e: Entry) -> Row:
     require_str(e.subject, "subject")
     if not isinstance(e.zones, tuple | list) or not e.zones or not all(type(z) is str and z for z in e.zones):
         raise InvalidEntry("zones: expected non-empty list of non-empty strings")
-    if e.floors is not None and (
-        not isinstance(e.floors, tuple | list) or any(type(f) is not int for f in e.floors)
-    ):
-        raise InvalidEntry("floors: expected list of integers or None")
+    if e.floors is not None and not floors_ok(e.floors):
+        raise InvalidEntry(f"{_FLOORS_ERR} or None")
     for name, v in (("from", e.valid_from), ("until", e.valid_until)):
-        if v is not None and type(v) is not int:
-            raise InvalidEntry(f"{name}: expected integer or None")
+        if v is not None:
+            unix_s(v, name, " or None")
     if type(e.blocked) is not bool:
         raise InvalidEntry("blocked: expected boolean")
     ws = None
@@ -259,9 +274,7 @@ def parse_op(op: Any, i: int) -> tuple[Any, ...]:
                 raise InvalidEntry("kind: expected 'card' or 'plate'")
             return ("del", k, normalize_value(k, op.get("value")))
         if kind == "revoke":
-            until = op.get("until")
-            if type(until) is not int:
-                raise InvalidEntry("until: expected integer")
+            until = unix_s(op.get("until"), "until")
             return ("revoke", require_str(op.get("jti"), "jti"), until)
         if kind == "key":
             key = op.get("key")

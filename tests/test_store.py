@@ -112,6 +112,55 @@ def test_import_is_atomic_and_names_the_bad_entry(store: WhitelistStore) -> None
     assert values(store, "card", "AA01", "BB01", "BB03") == [False, True, True]
 
 
+HUGE = 2**70
+
+
+@pytest.mark.parametrize(
+    ("wire", "field"),
+    [
+        (card("AA", until=HUGE), "until"),
+        (card("AA", **{"from": HUGE}), "from"),
+        (card("AA", until=-HUGE), "until"),
+        (card("AA", **{"from": -1}), "from"),
+        (card("AA", floors=[3, HUGE]), "floors"),
+        (card("AA", floors=[-HUGE]), "floors"),
+    ],
+    ids=repr,
+)
+async def test_wire_integers_out_of_range_are_refused(
+    store: WhitelistStore, wire: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidEntry, match=field):
+        entry_from_wire(wire)
+    with pytest.raises(InvalidEntry, match=rf"ops\[0\]\.{field}"):  # not an OverflowError from SQLite
+        await store.apply_delta(delta(0, 1, put(wire)))
+    with pytest.raises(InvalidEntry, match=rf"entries\[0\]\.{field}"):  # not turned into a REAL by SQLite
+        await store.add_snapshot_part(snap("s-1", 1, 1, 1, [wire]))
+    assert (store.version, store.count(), store.lookup("card", "AA")) == (0, 0, None)
+
+
+async def test_revocation_until_out_of_range_is_refused(store: WhitelistStore) -> None:
+    for until in (HUGE, -HUGE, -1):
+        with pytest.raises(InvalidEntry, match=r"ops\[0\]\.until"):
+            await store.apply_delta(delta(0, 1, {"op": "revoke", "jti": "t-1", "until": until}))
+    assert store.version == 0 and not store.is_revoked("t-1", 0)
+
+
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        (Entry("card", "AA01", "r", ("z",), valid_until=HUGE), "until"),
+        (Entry("card", "AA01", "r", ("z",), valid_from=-HUGE), "from"),
+        (Entry("card", "AA01", "r", ("z",), floors=(HUGE,)), "floors"),
+    ],
+    ids=repr,
+)
+def test_import_refuses_integers_out_of_range(store: WhitelistStore, entry: Entry, field: str) -> None:
+    with pytest.raises(InvalidEntry, match=rf"entries\[0\]\.{field}"):
+        store.import_entries([entry], version=2)
+    assert (store.version, store.count(), store.lookup("card", "AA01")) == (0, 0, None)
+
+
 def test_blocked_entries_are_kept_and_returned(store: WhitelistStore) -> None:
     store.import_entries([entry_from_wire(card("AA01", blocked=True)), entry_from_wire(card("AA02"))])
     assert store.lookup("card", "AA01").blocked is True  # type: ignore[union-attr]
