@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from edge.store import InvalidEntry, WhitelistStore
+from edge.tokens import INT64_MAX, int_in
 
 log = structlog.get_logger(__name__)
 
@@ -27,30 +28,28 @@ class InvalidMessage(ValueError):
 
 
 def parse_whitelist(payload: bytes) -> dict[str, Any]:
-    """Shape checks the store does not do (top level); entries/ops are validated by the store."""
+    """Shape and range checks of the top level; entries/ops are validated by the store's codec.
+    Versions and part numbers are SQLite INTEGERs: beyond 64 bits they are refused here, by name."""
     if len(payload) > MAX_WHITELIST_BYTES:
         raise InvalidMessage(f"payload of {len(payload)} bytes exceeds {MAX_WHITELIST_BYTES}")
     try:
         msg = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: bad UTF-8/JSON, a number of > 4300 digits
         raise InvalidMessage(f"not JSON: {exc}") from None
     if not isinstance(msg, dict):
         raise InvalidMessage("not a JSON object")
     kind = msg.get("type")
     if kind == "delta":
-        for k in ("from", "to"):
-            if not _is_int(msg.get(k)) or msg[k] < 0:
-                raise InvalidMessage(f"delta '{k}' must be a non-negative integer")
+        _bounded(msg, "delta", "from", 0)
+        _bounded(msg, "delta", "to", msg["from"] + 1, "from+1")
         if not isinstance(msg.get("ops"), list):
             raise InvalidMessage("delta 'ops' must be a list")
     elif kind == "snapshot":
         if not isinstance(msg.get("id"), str) or not msg["id"]:
             raise InvalidMessage("snapshot 'id' must be a non-empty string")
-        for k in ("version", "part", "parts"):
-            if not _is_int(msg.get(k)):
-                raise InvalidMessage(f"snapshot '{k}' must be an integer")
-        if not (msg["parts"] >= 1 and 1 <= msg["part"] <= msg["parts"] and msg["version"] >= 0):
-            raise InvalidMessage("snapshot needs 1 <= part <= parts and version >= 0")
+        _bounded(msg, "snapshot", "version", 0)
+        _bounded(msg, "snapshot", "parts", 1)
+        _bounded(msg, "snapshot", "part", 1, hi=msg["parts"], hi_name="parts")
         if not isinstance(msg.get("entries"), list):
             raise InvalidMessage("snapshot 'entries' must be a list")
     else:
@@ -58,8 +57,11 @@ def parse_whitelist(payload: bytes) -> dict[str, Any]:
     return msg
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _bounded(
+    msg: dict[str, Any], kind: str, k: str, lo: int, lo_name: str = "", hi: int = INT64_MAX, hi_name: str = ""
+) -> None:
+    if not int_in(msg.get(k), lo, hi):
+        raise InvalidMessage(f"{kind} '{k}' must be an integer in {lo_name or lo}..{hi_name or hi}")
 
 
 class WhitelistSync:
