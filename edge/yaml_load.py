@@ -54,8 +54,9 @@ class _BoundedLoader(yaml.SafeLoader):
         return YamlProblem([(_at(event.start_mark), tuple(self._path), msg)])
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        if parent is not None:  # mapping value: its key node; list item: its index; a key: None
-            self._path.append(index.value if isinstance(index, yaml.ScalarNode) else "?" if index is None else index)
+        if parent is not None:  # index: a mapping value's key node, a list item's number, None for a key
+            step = index.value if isinstance(index, yaml.ScalarNode) else index
+            self._path.append("?" if step is None else step)
         try:
             event = self.peek_event()
             if isinstance(event, yaml.AliasEvent):

@@ -222,7 +222,8 @@ def test_two_devices_on_one_relay_output_are_refused(tmp_path: Path) -> None:
     assert msg == "relay bus 'rtu' unit 3 coil 0 is already driven by doors.d1.lock_coil (line 17)"
     cfg = load_config(write(tmp_path, TWO_DOORS.replace("lock_coil: 0", "lock_coil: 1")))
     assert [d.lock_coil for d in cfg.doors.values()] == [0, 1]
-    cfg = load_config(write(tmp_path, TWO_DOORS.replace("rtu\n    device_id: 3\n    zone: s", "tcp\n    device_id: 3\n    zone: s")))
+    other_bus = TWO_DOORS.replace("rtu\n    device_id: 3\n    zone: s", "tcp\n    device_id: 3\n    zone: s")
+    cfg = load_config(write(tmp_path, other_bus))
     assert cfg.doors["d2"].bus == "tcp"
 
 
@@ -234,7 +235,8 @@ def test_merge_keys_share_settings_and_are_still_checked(tmp_path: Path) -> None
     assert cfg.doors["d2"].device_id == 3 and cfg.doors["d2"].lock_coil == 1 and cfg.doors["d2"].readers == []
     [(line, key, msg)] = problems(tmp_path, text.replace("    lock_coil: 1\n", ""))
     assert (line, key) == (22, "doors.d2.lock_coil") and "doors.d1.lock_coil (line 17)" in msg
-    [(line, key, msg)] = problems(tmp_path, text.replace("lock_coil: 1\n", "lock_coil: 1\n    lock_coil: 2\n"))
+    twice = text.replace("lock_coil: 1\n", "lock_coil: 1\n    lock_coil: 2\n")
+    [(line, key, msg)] = problems(tmp_path, twice)
     assert (line, key) == (25, "doors.d2.lock_coil") and "first at line 24" in msg
 
 
