@@ -4,7 +4,9 @@ Behaves like the common 8-channel RTU/TCP relay boards: coils 0..n-1 (FC01/FC05/
 inputs 0..n-1 (FC02), and the vendor FC05 commands 0x0200+n "flash on" (coil on, off again after
 value x 100 ms) and 0x0400+n "flash off" (coil off, on again after the time). Units not in the set
 stay silent, like a dead board on a real RS-485 line. Every coil write is recorded with a monotonic
-timestamp so tests assert on what the board saw, not on what the client believes it sent.
+timestamp so tests assert on what the board saw, not on what the client believes it sent; every
+request, answered or not (a silent unit's too), is logged in ``requests`` so tests can assert on the
+order in which the line carried them.
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ class CoilWrite:
         return self.value == COIL_ON
 
 
+@dataclass(frozen=True)
+class RequestSeen:
+    """One request as the server decoded it, in arrival order, whether or not its unit answers."""
+
+    t: float
+    device_id: int
+    function_code: int
+    address: int
+
+
 @dataclass
 class _Unit:
     coils: list[bool]
@@ -61,6 +73,7 @@ class RelayBoardSim:
         for d in device_ids:
             self.add_device(d)
         self.writes: list[CoilWrite] = []
+        self.requests: list[RequestSeen] = []
         self._callbacks: list[Callable[[CoilWrite], None]] = []
 
     # ------------------------------------------------------------ simulator API
@@ -88,6 +101,9 @@ class RelayBoardSim:
 
     def on_write(self, cb: Callable[[CoilWrite], None]) -> None:
         self._callbacks.append(cb)
+
+    def requests_to(self, device_id: int) -> list[RequestSeen]:
+        return [r for r in self.requests if r.device_id == device_id]
 
     def writes_to(self, device_id: int, address: int | None = None) -> list[CoilWrite]:
         return [
@@ -134,6 +150,9 @@ class RelayBoardSim:
             raise NoSuchIdException(f"no unit {device_id}")
         return unit
 
+    def _seen(self, device_id: int, function_code: int, address: int) -> None:
+        self.requests.append(RequestSeen(time.monotonic(), device_id, function_code, address))
+
     def _record(self, device_id: int, address: int, value: int, fc: int) -> None:
         w = CoilWrite(time.monotonic(), device_id, address, value, fc)
         self.writes.append(w)
@@ -152,6 +171,7 @@ class RelayBoardSim:
 
     def write_single(self, device_id: int, address: int, value: int) -> ExcCodes | None:
         """FC05 as the board interprets it; returns an exception code or None."""
+        self._seen(device_id, 5, address)
         unit = self._unit(device_id)
         base, n = address & 0xFF00, address & 0x00FF
         if n >= self.channels or base not in (0, FLASH_ON_BASE, FLASH_OFF_BASE):
@@ -174,6 +194,7 @@ class RelayBoardSim:
         unit.coils[n] = value
 
     def write_multiple(self, device_id: int, address: int, values: Sequence[bool]) -> ExcCodes | None:
+        self._seen(device_id, 15, address)
         unit = self._unit(device_id)
         if address + len(values) > self.channels:
             return ExcCodes.ILLEGAL_ADDRESS
@@ -183,6 +204,7 @@ class RelayBoardSim:
         return None
 
     def read_bits(self, device_id: int, func_code: int, address: int, count: int) -> list[bool] | ExcCodes:
+        self._seen(device_id, func_code, address)
         unit = self._unit(device_id)
         bits = unit.coils if func_code == 1 else unit.inputs
         if func_code not in (1, 2) or address + count > len(bits):
