@@ -23,6 +23,17 @@ def _load(path: str) -> Config:
         raise SystemExit(2) from None
 
 
+def _data_dir(cfg: Config, *, create: bool = True) -> None:
+    """One line and exit 2 for an unusable data dir (a file, under a file, not writable)."""
+    from edge.datafiles import DataDirError, check_data_dir
+
+    try:
+        check_data_dir(cfg.gateway.data_dir, create=create)
+    except DataDirError as exc:
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def _print(obj: Any) -> None:
     print(json.dumps(obj, ensure_ascii=False))
 
@@ -51,11 +62,20 @@ async def run_gateway(cfg: Config, stop_event: asyncio.Event | None = None) -> N
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edge.datafiles import DataDirError
     from edge.logs import setup_logging
 
     cfg = _load(args.config)
+    # exit 2, like a config error, with one line instead of a traceback. systemd restarts us anyway
+    # (Restart=always): right for a data dir on a disk that mounts late; a lasting fault shows the
+    # same one line each time, and check-config (ExecStartPre) names it too.
+    _data_dir(cfg)
     setup_logging(args.log_level, args.log_format)
-    asyncio.run(run_gateway(cfg))
+    try:
+        asyncio.run(run_gateway(cfg))
+    except DataDirError as exc:  # the dir went bad between the check and the open
+        print(str(exc), file=sys.stderr)
+        return 2
     return 0
 
 
@@ -65,6 +85,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print("usage: edge check-config FILE (or -c FILE)", file=sys.stderr)
         return 2
     cfg = _load(path)
+    _data_dir(cfg, create=False)
     print(f"{path}: OK")
     print(f"  site {cfg.gateway.site!r}, gateway {cfg.gateway.id!r}, time zone {cfg.gateway.timezone}")
     print(f"  data in {cfg.gateway.data_dir}")
@@ -108,7 +129,7 @@ def cmd_token_verify(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     zone = args.zone or next((d.zone for d in cfg.doors.values()), "")
     db = cfg.gateway.data_dir / "whitelist.db"
-    cfg.gateway.data_dir.mkdir(parents=True, exist_ok=True)
+    _data_dir(cfg)
     store = WhitelistStore(db)
     try:
         now = float(args.now) if args.now is not None else time.time()
@@ -166,7 +187,7 @@ def cmd_whitelist(args: argparse.Namespace) -> int:
     from edge.store import InvalidEntry, WhitelistStore, entry_from_wire, entry_to_wire
 
     cfg = _load(args.config)
-    cfg.gateway.data_dir.mkdir(parents=True, exist_ok=True)
+    _data_dir(cfg)
     store = WhitelistStore(cfg.gateway.data_dir / "whitelist.db")
     try:
         if args.wl_cmd == "import":
@@ -209,7 +230,7 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
     from edge.outbox import Outbox
 
     cfg = _load(args.config)
-    cfg.gateway.data_dir.mkdir(parents=True, exist_ok=True)
+    _data_dir(cfg)
     ob = Outbox(cfg.gateway.data_dir / "outbox.db", max_events=cfg.outbox.max_events)
     try:
         seen: set[str] = set()
