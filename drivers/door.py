@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.modbus_bus import DeviceUnavailable, ModbusBus
+from edge.supervise import spawn as spawn_supervised
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +48,59 @@ InputCallback = Callable[[str, str, bool], None]
 FLASH_ON_BASE = 0x0200
 
 
+class Coalescer:
+    """Runs one async action for many callers: at most one run in flight and one queued.
+
+    A caller waits for a run that *started after* its call, so it sees its own effect (the release it
+    asked for reached the board) and its failure; a flood of a thousand callers costs two runs, not a
+    thousand queued writes that would go on opening the door long after the flood stopped.
+    """
+
+    def __init__(self, action: Callable[[], Awaitable[None]], name: str) -> None:
+        self._action = action
+        self._name = name
+        self._pending: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._pending is None:
+            self._pending = loop.create_future()
+            self._pending.add_done_callback(_retrieve)
+            if self._task is None or self._task.done():
+                self._task = loop.create_task(self._drain(), name=self._name)
+        # shield: one caller giving up (its own timeout) must not cancel the write the others wait for
+        await asyncio.shield(self._pending)
+
+    async def _drain(self) -> None:
+        while self._pending is not None:
+            fut, self._pending = self._pending, None
+            try:
+                await self._action()
+            except asyncio.CancelledError:
+                if not fut.done():
+                    fut.set_exception(DeviceUnavailable("stopped"))
+                raise
+            except Exception as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+            else:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._pending is not None and not self._pending.done():
+            self._pending.set_exception(DeviceUnavailable("stopped"))
+        self._pending = None
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved: no "exception was never retrieved" when every waiter gave up
+
+
 class DoorLocked(DeviceUnavailable):
     """pulse() refused because the door is in 'lock' mode (a lockdown opens nothing).
 
@@ -59,6 +113,10 @@ class Door:
     Safety rules: the lock coil is switched off at start-up and at shutdown whatever the mode, a pulse
     never ends early (a second one extends it), and when the board comes back online after an outage
     the coil is set to what the mode wants (it may have rebooted mid-pulse or missed an off write).
+
+    Bounded work: a pulse while the lock is already released only moves the relock time (no write); the
+    on write (or the flash command) is coalesced, so a door has at most one write in flight and one
+    queued however many grants arrive.
     """
 
     def __init__(self, door_id: str, cfg: DoorConfig, bus: ModbusBus) -> None:
@@ -74,6 +132,9 @@ class Door:
         self._running = False
         self._door_open: bool | None = None
         self._button: bool | None = None
+        self._coil_on = False  # an on write was acknowledged and no off write has been sent since
+        self._flash_until = 0.0  # loop time the board's running flash (if any) relocks by itself
+        self._write_on = Coalescer(self._send_on, f"door-{door_id}-on")
         self._log = log.bind(door=door_id, bus=cfg.bus, device_id=cfg.device_id)
 
     @property
@@ -83,6 +144,12 @@ class Door:
     @property
     def online(self) -> bool:
         return self.bus.is_online(self.cfg.device_id)
+
+    def actuation_timeout_s(self) -> float:
+        """The longest a grant may wait for its release to reach the board before it counts as failed:
+        a queued turn plus one request with its retries, twice over."""
+        bus = self.bus.cfg
+        return 2 * bus.timeout * (bus.retries + 1) + 1.0
 
     @property
     def door_open(self) -> bool | None:
@@ -105,7 +172,7 @@ class Door:
             # Retried by _on_status when the board answers again.
             self._log.warning("door_initial_lock_failed", error=str(exc))
         if self.cfg.door_sensor_input is not None or self.cfg.exit_button_input is not None:
-            self._poller = asyncio.create_task(self._poll(), name=f"door-{self.door_id}-poll")
+            self._poller = spawn_supervised(f"door-{self.door_id}-poll", self._poll)
         self._log.info("door_started", mode=self._mode)
 
     async def stop(self) -> None:
@@ -117,7 +184,9 @@ class Door:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._poller = self._closer = self._reassert = None
-        self._pulse_until = 0.0
+        self._write_on.cancel()
+        self._pulse_until = self._flash_until = 0.0
+        self._coil_on = False
         try:
             await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, False)
         except DeviceUnavailable as exc:
@@ -130,20 +199,37 @@ class Door:
             raise DoorLocked("door_locked")
         if self._mode == "hold_open":
             return  # already released
-        if self.cfg.pulse_mode == "flash":
-            units = max(1, self.cfg.pulse_ms // 100)
-            await self.bus.write_coil_raw(self.cfg.device_id, FLASH_ON_BASE + self.cfg.lock_coil, units)
-            self._log.info("door_pulsed", mode="flash", units=units)
-            return
         if not self.online:  # fail fast, and schedule no off write that could only fail too
             raise DeviceUnavailable(f"offline: {self.bus.device_error(self.cfg.device_id)}")
+        if self.cfg.pulse_mode == "flash":
+            # A flash restarts the board's timer. One sent within the last tenth of a pulse already
+            # releases this grant for 90% of pulse_ms or more: write nothing (a held card, a flood).
+            if self._flash_until - asyncio.get_running_loop().time() >= 0.9 * self.cfg.pulse_ms / 1000:
+                return
+            await self._write_on()
+            return
         loop = asyncio.get_running_loop()
         self._pulse_until = max(self._pulse_until, loop.time() + self.cfg.pulse_ms / 1000)
         # The off is scheduled before the on is sent: if the on times out the board may still have
         # switched, so an off must follow either way.
         if self._closer is None or self._closer.done():
             self._closer = asyncio.create_task(self._close_later(), name=f"door-{self.door_id}-close")
+        if self._coil_on:
+            return  # already released: the relock moved, nothing to write
+        await self._write_on()
+
+    async def _send_on(self) -> None:
+        if self.cfg.pulse_mode == "flash":
+            units = max(1, self.cfg.pulse_ms // 100)
+            t_sent = asyncio.get_running_loop().time()
+            await self.bus.write_coil_raw(self.cfg.device_id, FLASH_ON_BASE + self.cfg.lock_coil, units)
+            self._flash_until = t_sent + units / 10
+            self._log.info("door_pulsed", mode="flash", units=units)
+            return
+        if self._coil_on or not self._wanted_on():
+            return  # a run queued behind one that already switched it on, or the pulse is over
         await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, True)
+        self._coil_on = self._wanted_on()  # an off sent meanwhile (mode change) wins
         self._log.info("door_pulsed", mode="coil", ms=self.cfg.pulse_ms)
 
     async def set_mode(self, mode: DoorMode) -> None:
@@ -155,10 +241,12 @@ class Door:
         self._log.info("door_mode", mode=mode)
         if mode == "hold_open":
             await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, True)
+            self._coil_on = self._mode == "hold_open"
             return
         if mode == "normal" and self._pulse_active():
             return
-        self._pulse_until = 0.0
+        self._pulse_until = self._flash_until = 0.0
+        self._coil_on = False
         await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, False)
 
     # ---------------------------------------------------------------- internals
@@ -178,6 +266,7 @@ class Door:
                 continue
             if self._mode == "hold_open":
                 return
+            self._coil_on = False  # before the write: a pulse meanwhile must send its own on
             try:
                 await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, False)
             except DeviceUnavailable as exc:
@@ -198,8 +287,11 @@ class Door:
             want = False
         else:
             want = self._wanted_on()
+        self._coil_on = False
+        self._flash_until = 0.0  # the board may have rebooted: no flash of ours is known to run
         try:
             await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, want)
+            self._coil_on = want and self._wanted_on() and self.cfg.pulse_mode == "coil"
         except DeviceUnavailable as exc:
             self._log.warning("door_reassert_failed", error=str(exc))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -72,9 +74,12 @@ async def test_second_pulse_extends_instead_of_closing_early(
     await door.start()
     try:
         await door.pulse()
-        await door.pulse()
+        await asyncio.sleep(0.1)
+        t_second = time.monotonic()
+        await door.pulse()  # lock already released: only the relock moves, nothing is written
         assert await eventually(lambda: not sim.coil(1, 2))
-        assert values(sim) == [COIL_OFF, COIL_ON, COIL_ON, COIL_OFF]  # one off, after the last on
+        assert values(sim) == [COIL_OFF, COIL_ON, COIL_OFF]
+        assert sim.writes[-1].t - t_second >= 0.3, "the second grant did not get its full release"
     finally:
         await door.stop()
 
@@ -197,6 +202,7 @@ async def test_dead_door_beside_live_one_on_rtu(pty_pair: PtyPair) -> None:
                     ok += 1
                 except DeviceUnavailable:
                     pass
+                assert await eventually(lambda: not sim.coil(1, 2))  # relocked: the next is a new release
             assert ok == 10
             assert values(sim).count(COIL_ON) == 10
             assert live.online
