@@ -28,6 +28,7 @@ from edge.outbox import Outbox
 from edge.ports import GateControl
 from edge.runtime import tune_for_latency
 from edge.store import WhitelistStore
+from edge.supervise import spawn as spawn_supervised
 from edge.tokens import TrustPolicy
 
 log = structlog.get_logger(__name__)
@@ -115,9 +116,9 @@ class CloudLink:
     async def run(self) -> None:
         tune_for_latency()  # snapshot staging and paho run in threads beside the decision loop
         self._loop = asyncio.get_running_loop()
-        workers = [
-            asyncio.create_task(self._sync.run(), name="cloud-whitelist"),
-            asyncio.create_task(self._health_loop(), name="cloud-health"),
+        workers = [  # supervised: a dead whitelist applier would leave the gate on a stale list unseen
+            spawn_supervised("cloud-whitelist", self._sync.run),
+            spawn_supervised("cloud-health", self._health_loop),
         ]
         backoff = 1.0
         try:
