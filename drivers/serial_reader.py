@@ -307,7 +307,7 @@ class SerialReader:
             log.exception("presentation_callback_failed", reader=self.reader_id, error=str(exc))
 
     def _reject(self, detail: str, reason: str = "malformed") -> None:
-        log.info("reader_reject", reader=self.reader_id, reason=reason, detail=detail)
+        # Not logged here: the callback bounds the log lines and events of a noisy line (issue 6).
         try:
             self._on_reject(self.reader_id, reason, detail)
         except Exception as exc:

@@ -27,6 +27,7 @@ from edge.model import Decision, Event, Method, Presentation
 from edge.normalize import mask_credential
 from edge.outbox import Outbox
 from edge.ports import DoorMode
+from edge.reject_summary import TICK_S, RejectSummariser
 from edge.runtime import tune_for_latency
 from edge.store import WhitelistStore
 from edge.tokens import TokenClaims, TrustPolicy, verify_token
@@ -63,6 +64,12 @@ class Gateway:
             rid: SerialReader(rid, rcfg, self.present, self._reader_reject)
             for rid, rcfg in cfg.readers.items()
         }
+        self.rejects = RejectSummariser(  # scanner noise: bounded events and log lines per reader
+            {
+                rid: (self.reader_door.get(rid, "gateway"), "qr" if r.content == "qr" else "nfc")
+                for rid, r in cfg.readers.items()
+            }
+        )
         self.started_at = int(time.time() * 1000)
         self._device_cbs: list[Callable[[str, bool, str | None], None]] = []
         self._tasks: set[asyncio.Task[object]] = set()
@@ -90,6 +97,7 @@ class Gateway:
             await door.start()
         for reader in self.readers.values():
             await reader.start()
+        self._bg.append(asyncio.create_task(self._summarise_rejects(), name="reject-summaries"))
         self._bg.append(asyncio.create_task(self.outbox.run_flusher(), name="outbox-flusher"))
         self._bg.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         if self.cfg.mqtt is not None:
@@ -130,6 +138,8 @@ class Gateway:
         for bus in self.buses.values():
             with contextlib.suppress(Exception):
                 await bus.stop()
+        for event in self.rejects.flush():  # the counts of the windows still open (readers are off)
+            self.record(event)
         self.outbox.close()
         self.store.close()
         log.info("gateway_stopped")
@@ -243,20 +253,20 @@ class Gateway:
 
     # --- inputs and status ---------------------------------------------------------------
     def _reader_reject(self, reader_id: str, reason: str, detail: str) -> None:
-        log.warning("reader_rejected_line", reader=reader_id, reason=reason, detail=detail)
-        method: Method = "qr" if self.cfg.readers[reader_id].content == "qr" else "nfc"
-        self.record(
-            self.make_event(
-                self.reader_door.get(reader_id, "gateway"),
-                reader_id,
-                method,
-                "",
-                None,
-                "denied",
-                reason,
-                None,
-            )
-        )
+        """A reader's first rejects per window are events (and log lines); the rest only counted."""
+        event = self.rejects.reject(reader_id, reason, detail, time.monotonic())
+        if event is not None:
+            self.record(event)
+
+    async def _summarise_rejects(self) -> None:
+        """Records the reject summaries of the windows that ended."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                for event in self.rejects.due(time.monotonic()):
+                    self.record(event)
+            except Exception as exc:  # never let the task die: the counts stay for the next tick or stop
+                log.error("reject_summary_failed", error=str(exc))
 
     def _door_input(self, door_id: str, name: str, value: bool) -> None:
         log.info("door_input", door=door_id, input=name, value=value)
