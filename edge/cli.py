@@ -41,24 +41,37 @@ def _print(obj: Any) -> None:
 # --- run ---------------------------------------------------------------------------------------
 
 
-async def run_gateway(cfg: Config, stop_event: asyncio.Event | None = None) -> None:
-    from edge import control
+async def run_gateway(cfg: Config, stop_event: asyncio.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (exit code 0) or until a supervised loop gives up (1: systemd restarts
+    the daemon rather than leave it half alive). Either way outputs go to their safe state first."""
+    from edge import control, supervise
     from edge.app import Gateway
+    from edge.logs import loop_exception_handler
 
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(loop_exception_handler)
     gw = Gateway(cfg)
     stop_event = stop_event or asyncio.Event()
-    loop = asyncio.get_running_loop()
+    fatal = supervise.fatal_event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop_event.set)
-    await gw.start()
-    ctl = asyncio.create_task(control.serve(gw), name="control")
+    ctl: asyncio.Task[None] | None = None
     try:
-        await stop_event.wait()
+        await gw.start()
+        ctl = supervise.spawn("control", lambda: control.serve(gw))
+        waiters = [asyncio.ensure_future(stop_event.wait()), asyncio.ensure_future(fatal.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
     finally:
-        ctl.cancel()
-        await asyncio.gather(ctl, return_exceptions=True)
+        if ctl is not None:
+            ctl.cancel()
+            await asyncio.gather(ctl, return_exceptions=True)
         await gw.stop()
+    return 1 if fatal.is_set() else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -72,11 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     _data_dir(cfg)
     setup_logging(args.log_level, args.log_format)
     try:
-        asyncio.run(run_gateway(cfg))
+        return asyncio.run(run_gateway(cfg))
     except DataDirError as exc:  # the dir went bad between the check and the open
         print(str(exc), file=sys.stderr)
         return 2
-    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
