@@ -205,7 +205,7 @@ def _route_stdlib(
         for h in list(lib.handlers):  # a library's own handler would print past the renderer
             lib.removeHandler(h)
         lib.propagate = True
-        lib.setLevel(max(lvl, logging.WARNING))
+        lib.setLevel(lvl if lvl <= logging.DEBUG else max(lvl, logging.WARNING))  # debug: frame dumps too
     logging.captureWarnings(True)
 
 
