@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from edge.limits import FLOOR_MAX, FLOOR_MIN, INT64_MAX, UNIX_S_MAX, int_in
 from edge.model import Entry, Window
-from edge.tokens import FLOOR_MAX, FLOOR_MIN, UNIX_S_MAX, int_in, public_key_from_b64
+from edge.tokens import public_key_from_b64
 
 _HEX = frozenset("0123456789ABCDEF")
 _HHMM = re.compile(r"([0-9][0-9]):([0-9][0-9])\Z")  # ASCII only: \d takes any script's digits
@@ -66,6 +67,14 @@ def normalize_value(kind: str, value: Any, name: str = "value") -> str:
     v = (value if value.isascii() else unicodedata.normalize("NFKC", value)).upper()
     if len(v) > 32 or not v.isalnum():
         raise InvalidEntry(f"{name}: plate value must be letters and digits only")
+    return v
+
+
+def int_field(v: Any, name: str, lo: int, hi: int = INT64_MAX, lo_name: str = "", hi_name: str = "") -> int:
+    """An integer in lo..hi (by default a SQLite INTEGER: versions, parts), else InvalidEntry naming it:
+    a direct caller (the CLI) must get a refusal, not an OverflowError from SQLite or a silent gap."""
+    if not int_in(v, lo, hi):
+        raise InvalidEntry(f"{name}: expected integer in {lo_name or lo}..{hi_name or hi}")
     return v
 
 

@@ -22,18 +22,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from edge.limits import FLOOR_MAX, FLOOR_MIN, INT64_MAX, SECONDS_MAX, UNIX_S_MAX, int_in
+
 KINDS = frozenset({"resident", "visitor", "staff"})
 ACTIONS = frozenset({"open", "hold_open", "lock", "normal", "elevator_call", "elevator_grant", "sync"})
 DEFAULT_MAX_LIFETIME_S: Mapping[str, int] = MappingProxyType(
     {"resident": 300, "visitor": 7 * 86400, "staff": 86400}
 )
 MAX_COMMAND_LIFETIME_S = 60
-# Integer ranges of everything the cloud sends (token and command claims, whitelist messages), checked
-# where the message is parsed (``int_in``): a number outside them is malformed, never stored or used.
-INT64_MAX = 2**63 - 1  # SQLite INTEGER: binding a bigger int raises OverflowError (versions, parts)
-UNIX_S_MAX = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second datetime shows; times are 0..this
-FLOOR_MIN, FLOOR_MAX = -99, 999  # elevator floors: far past any building, inside any controller register
-SECONDS_MAX = 86_400  # a command's `seconds` (elevator grant): at most a day
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 _MISSING: Any = object()
 
@@ -239,11 +235,6 @@ def _text(v: Any, name: str) -> str:
         except UnicodeEncodeError as exc:  # lone surrogate from a \\ud800 escape: unstorable downstream
             raise _Malformed(f"{name!r} is not valid Unicode") from exc
     return v
-
-
-def int_in(v: object, lo: int, hi: int) -> bool:
-    """``v`` is an int with lo <= v <= hi: not a bool (an int subclass), not a float such as 3.0."""
-    return type(v) is int and lo <= v <= hi
 
 
 def _int(v: Any, name: str, lo: int = 0, hi: int = UNIX_S_MAX) -> int:

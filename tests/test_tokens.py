@@ -10,13 +10,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.limits import FLOOR_MAX, FLOOR_MIN, INT64_MAX, SECONDS_MAX, UNIX_S_MAX
 from edge.tokens import (
     ACTIONS,
-    FLOOR_MAX,
-    FLOOR_MIN,
-    INT64_MAX,
-    SECONDS_MAX,
-    UNIX_S_MAX,
     CommandClaims,
     CommandDenied,
     TokenClaims,

@@ -14,8 +14,8 @@ from typing import Any
 
 import structlog
 
+from edge.limits import INT64_MAX, int_in
 from edge.store import InvalidEntry, WhitelistStore
-from edge.tokens import INT64_MAX, int_in
 
 log = structlog.get_logger(__name__)
 
