@@ -214,7 +214,11 @@ def cmd_whitelist(args: argparse.Namespace) -> int:
             except (OSError, ValueError) as exc:
                 print(f"import refused, nothing changed: {exc}", file=sys.stderr)
                 return 2
-            n = store.import_entries(entries, version=args.version)
+            try:
+                n = store.import_entries(entries, version=args.version)
+            except InvalidEntry as exc:  # --version beyond a SQLite INTEGER (or negative): refused unwritten
+                print(f"import refused, nothing changed: {exc}", file=sys.stderr)
+                return 2
             print(f"imported {n} entries (whitelist version {store.version})")
         elif args.wl_cmd == "count":
             _print({"entries": store.count(), "version": store.version})

@@ -38,6 +38,7 @@ from edge.store_codec import (
     entry_from_wire,
     entry_of_row,
     entry_to_wire,
+    int_field,
     normalize_value,
     parse_op,
     require_str,
@@ -266,7 +267,7 @@ class WhitelistStore:
         ``version=None`` sets version 0 ("not the cloud's list"), so the next sync fetches a snapshot.
         A snapshot being collected is abandoned (its later parts are ignored); if one starts in another
         process during the import, the import fails with nothing changed (run it again)."""
-        v = 0 if version is None else int(version)
+        v = 0 if version is None else int_field(version, "version", 0)  # before anything is touched
         sid = f"{_IMPORT_ID}{os.getpid()}-{time.time_ns()}"
         with self._wlock:
             self._reset_staging((sid, v, 0))
@@ -297,12 +298,10 @@ class WhitelistStore:
     async def apply_delta(self, delta: Mapping[str, Any]) -> bool:
         """Apply an mqtt.md Delta in one transaction iff delta['from'] == version. Returns False on a
         version gap (nothing changed). Raises InvalidEntry on a malformed delta (nothing changed).
-        ``to`` must be greater than ``from``."""
-        frm, to, ops = delta.get("from"), delta.get("to"), delta.get("ops")
-        if type(frm) is not int or frm < 0:
-            raise InvalidEntry("from: expected non-negative integer")
-        if type(to) is not int or to <= frm:
-            raise InvalidEntry("to: expected integer greater than from")
+        ``to`` must be greater than ``from``; both fit a SQLite INTEGER."""
+        frm = int_field(delta.get("from"), "from", 0)
+        to = int_field(delta.get("to"), "to", frm + 1, lo_name="from+1")
+        ops = delta.get("ops")
         if type(ops) is not list:
             raise InvalidEntry("ops: expected list")
         checked = [parse_op(op, i) for i, op in enumerate(ops)]  # all ops valid before anything is written
@@ -348,12 +347,8 @@ class WhitelistStore:
         Raises InvalidEntry on a malformed part (nothing staged from it)."""
         sid, version, i, n, entries = (part.get(k) for k in ("id", "version", "part", "parts", "entries"))
         sid = require_str(sid, "id")
-        if type(version) is not int or version < 0:
-            raise InvalidEntry("version: expected non-negative integer")
-        if type(n) is not int or n < 1:
-            raise InvalidEntry("parts: expected positive integer")
-        if type(i) is not int or not 1 <= i <= n:
-            raise InvalidEntry("part: expected integer in 1..parts")
+        version, n = int_field(version, "version", 0), int_field(n, "parts", 1)
+        i = int_field(i, "part", 1, n, hi_name="parts")
         if type(entries) is not list:
             raise InvalidEntry("entries: expected list")
         async with self._lock():

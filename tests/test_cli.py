@@ -90,6 +90,23 @@ def test_whitelist_import_is_atomic(tmp_path: Path) -> None:
     assert edge("whitelist", "show", "-c", cfg, "card", "AA01").returncode == 1
 
 
+def test_whitelist_import_refuses_a_version_past_64_bits(tmp_path: Path) -> None:
+    """The installed `edge` script: one line and exit 2, never an OverflowError traceback from SQLite."""
+    cfg = str(make_cfg(tmp_path, Signer()))
+    entries = tmp_path / "one.json"
+    entries.write_text(json.dumps([{"kind": "card", "value": "AA01", "subject": "r:1", "zones": ["z"]}]))
+    script = str(Path(sys.executable).with_name("edge"))
+    run = [script, "whitelist", "import", "-c", cfg, str(entries), "--version"]
+    for version in ("99999999999999999999999", "-1"):
+        out = subprocess.run([*run, version], capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode == 2 and out.stdout == "", out.stderr
+        assert out.stderr.count("\n") == 1 and "version" in out.stderr and "Traceback" not in out.stderr
+    assert json.loads(edge("whitelist", "count", "-c", cfg).stdout) == {"entries": 0, "version": 0}
+    out = subprocess.run([*run, str(2**63 - 1)], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(edge("whitelist", "count", "-c", cfg).stdout) == {"entries": 1, "version": 2**63 - 1}
+
+
 def test_demo_runs_offline_and_shows_the_door(tmp_path: Path) -> None:
     import shutil
 

@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from edge.limits import FLOOR_MAX, FLOOR_MIN, INT64_MAX, UNIX_S_MAX
 from edge.model import Entry, Window
 from edge.store import InvalidEntry, WhitelistStore, entry_from_wire, entry_to_wire
+from edge.store_codec import parse_op
 from edge.tokens import TrustPolicy, generate_keypair
 
 
@@ -159,6 +162,75 @@ def test_import_refuses_integers_out_of_range(store: WhitelistStore, entry: Entr
     with pytest.raises(InvalidEntry, match=rf"entries\[0\]\.{field}"):
         store.import_entries([entry], version=2)
     assert (store.version, store.count(), store.lookup("card", "AA01")) == (0, 0, None)
+
+
+@pytest.mark.parametrize(
+    ("msg", "field"),
+    [
+        (delta(0, INT64_MAX + 1), "to"),
+        (delta(INT64_MAX + 1, INT64_MAX + 2), "from"),
+        (delta(-1, 1), "from"),
+        (snap("s-1", INT64_MAX + 1, 1, 1, [card("AA")]), "version"),
+        (snap("s-1", 1, 1, INT64_MAX + 1, [card("AA")]), "parts"),
+        (snap("s-1", 1, INT64_MAX + 1, INT64_MAX, [card("AA")]), "part"),
+    ],
+    ids=["delta_to_2^63", "delta_from_2^63", "delta_from_-1", "version_2^63", "parts_2^63", "part_2^63"],
+)
+async def test_versions_and_parts_past_64_bits_are_refused(
+    store: WhitelistStore, msg: dict[str, Any], field: str
+) -> None:
+    """A direct caller gets InvalidEntry from the store itself, not an OverflowError from SQLite."""
+    apply = store.apply_delta if msg["type"] == "delta" else store.add_snapshot_part
+    with pytest.raises(InvalidEntry, match=rf"^{field}: expected integer in"):
+        await apply(msg)
+    assert (store.version, store.count(), store.staging()) == (0, 0, None)
+    assert await store.apply_delta(delta(0, INT64_MAX, put(card("AA")))) is True  # the edge itself is fine
+    reopened = WhitelistStore(store.path)
+    assert (store.version, reopened.version) == (INT64_MAX, INT64_MAX)
+    reopened.close()
+
+
+@pytest.mark.parametrize("version", [INT64_MAX + 1, -1], ids=["2^63", "-1"])
+def test_import_refuses_a_version_out_of_range(store: WhitelistStore, version: int) -> None:
+    store.import_entries([Entry("card", "AA01", "r", ("z",))], version=3)
+    with pytest.raises(InvalidEntry, match=rf"^version: expected integer in 0\.\.{INT64_MAX}"):
+        store.import_entries([Entry("card", "BB01", "r", ("z",))], version=version)
+    assert (store.version, values(store, "card", "AA01", "BB01")) == (3, [True, False])
+    assert store.import_entries([Entry("card", "BB01", "r", ("z",))], version=INT64_MAX) == 1
+    assert store.version == INT64_MAX
+
+
+def test_asyncapi_ranges_are_the_ones_enforced() -> None:
+    """docs/asyncapi.yaml is what the cloud side reads: its minimum/maximum must be what is refused."""
+    doc = yaml.safe_load((Path(__file__).parent.parent / "docs" / "asyncapi.yaml").read_text())
+    msgs, schemas = doc["components"]["messages"], doc["components"]["schemas"]
+    d, s = msgs["delta"]["payload"]["properties"], msgs["snapshot"]["payload"]["properties"]
+    have = doc["channels"]["syncRequest"]["messages"]["syncRequest"]["payload"]["properties"]["have"]
+    ints = {f"delta.{k}": v for k, v in d.items() if k in ("from", "to")}
+    ints |= {f"snapshot.{k}": v for k, v in s.items() if k in ("version", "part", "parts")}
+    for m in ("status", "health"):
+        ints[f"{m}.whitelist_version"] = msgs[m]["payload"]["properties"]["whitelist_version"]
+    ints["have"] = have
+    version, part = (0, INT64_MAX), (1, INT64_MAX)
+    assert {k: (v.get("minimum"), v.get("maximum")) for k, v in ints.items()} == {
+        "delta.from": version, "delta.to": part, "snapshot.version": version, "snapshot.part": part,
+        "snapshot.parts": part, "status.whitelist_version": version, "health.whitelist_version": version,
+        "have": version,
+    }  # fmt: skip
+    e = schemas["Entry"]["properties"]
+    fields = {"from": e["from"], "until": e["until"], "floors": e["floors"]["items"]}
+    fields["revoke"] = d["ops"]["items"]["oneOf"][2]["properties"]["until"]
+    for k, v in fields.items():  # each bound accepted by the codec, one past it refused
+        lo, hi = v["minimum"], v["maximum"]
+        assert (lo, hi) == ((FLOOR_MIN, FLOOR_MAX) if k == "floors" else (0, UNIX_S_MAX))
+        for n in (lo, hi, lo - 1, hi + 1):
+            wire = card("AA", floors=[n]) if k == "floors" else card("AA", **{k: n})
+            op = {"op": "revoke", "jti": "t", "until": n} if k == "revoke" else put(wire)
+            if lo <= n <= hi:
+                parse_op(op, 0)
+            else:
+                with pytest.raises(InvalidEntry, match="until" if k == "revoke" else k):
+                    parse_op(op, 0)
 
 
 def test_blocked_entries_are_kept_and_returned(store: WhitelistStore) -> None:
