@@ -50,10 +50,13 @@ def decode_ed25519_key(v: str) -> bytes:
     return raw
 
 
+_TEN_YEARS_S = 10 * 365 * 86400  # a token lifetime past this is a typo, not a policy
+
+
 class MaxLifetime(_Strict):
-    resident: int = Field(300, gt=0)
-    visitor: int = Field(7 * 86400, gt=0)
-    staff: int = Field(86400, gt=0)
+    resident: int = Field(300, gt=0, le=_TEN_YEARS_S)
+    visitor: int = Field(7 * 86400, gt=0, le=_TEN_YEARS_S)
+    staff: int = Field(86400, gt=0, le=_TEN_YEARS_S)
 
 
 class TrustSection(_Strict):

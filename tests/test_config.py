@@ -78,6 +78,15 @@ def test_bad_key_material(tmp_path: Path) -> None:
     assert (line, key) == (7, "trust.keys") and "32 bytes" in msg
 
 
+def test_max_lifetime_has_an_upper_bound(tmp_path: Path) -> None:
+    """A lifetime past 10 years (or past 64 bits) is a typo, not a policy: refused at its line."""
+    text = GOOD.replace("trust:\n", "trust:\n  max_lifetime_s:\n    visitor: 99999999999999999999\n")
+    [(line, key, msg)] = problems(tmp_path, text)
+    assert (line, key) == (8, "trust.max_lifetime_s.visitor") and "less than or equal to" in msg
+    ten_years = GOOD.replace("trust:\n", "trust:\n  max_lifetime_s: {staff: 315360000}\n")
+    assert load_config(write(tmp_path, ten_years)).trust.max_lifetime_s.staff == 315_360_000
+
+
 def test_dangling_references(tmp_path: Path) -> None:
     [(line, key, msg)] = problems(tmp_path, GOOD.replace("bus: rtu", "bus: nope"))
     assert (line, key) == (18, "doors.d1.bus") and "nope" in msg
