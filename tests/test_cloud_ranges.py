@@ -13,8 +13,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from edge.cloud.sim_client import CloudClient, command_claims, mint_command
+from edge.limits import FLOOR_MAX, FLOOR_MIN, INT64_MAX, UNIX_S_MAX
 from edge.store import WhitelistStore
-from edge.tokens import FLOOR_MAX, FLOOR_MIN, INT64_MAX, UNIX_S_MAX, mint_token
+from edge.tokens import mint_token
 from tests.support.broker import Broker
 from tests.support.cloud import GW, LIFT, SITE, Signer, make_config, running_link, until
 
