@@ -30,6 +30,7 @@ from edge.ports import DoorMode
 from edge.reject_summary import TICK_S, RejectSummariser
 from edge.runtime import tune_for_latency
 from edge.store import WhitelistStore
+from edge.supervise import spawn as spawn_supervised
 from edge.tokens import TokenClaims, TrustPolicy, verify_token
 
 log = structlog.get_logger(__name__)
@@ -98,14 +99,14 @@ class Gateway:
         for reader in self.readers.values():
             await reader.start()
         self._bg.append(asyncio.create_task(self._summarise_rejects(), name="reject-summaries"))
-        self._bg.append(asyncio.create_task(self.outbox.run_flusher(), name="outbox-flusher"))
-        self._bg.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        self._bg.append(spawn_supervised("outbox-flusher", self.outbox.run_flusher))
+        self._bg.append(spawn_supervised("housekeeping", self._housekeeping))
         if self.cfg.mqtt is not None:
             from edge.cloud.link import CloudLink
 
             link = CloudLink(self.cfg, self.store, self.outbox, self, version=__version__)
             self.cloud = link
-            self._bg.append(asyncio.create_task(link.run(), name="cloud-link"))
+            self._bg.append(spawn_supervised("cloud-link", link.run))
         log.info(
             "gateway_started",
             site=self.cfg.gateway.site,
@@ -132,7 +133,8 @@ class Gateway:
         await asyncio.gather(*self._bg, *self._tasks, return_exceptions=True)
         for door in self.doors.values():
             try:
-                await door.stop()
+                async with asyncio.timeout(door.actuation_timeout_s()):  # a wedged bus must not hang exit
+                    await door.stop()
             except Exception as exc:  # the coil may stay as the board left it: say so loudly
                 log.error("door_stop_failed", door=door_id_of(door), error=str(exc))
         for bus in self.buses.values():
@@ -225,9 +227,14 @@ class Gateway:
         )
 
     async def _actuate(self, door: Door, pres: Presentation, decision: Decision) -> None:
+        """Drive the lock for a grant. Whatever goes wrong (device offline, a timeout, a bug, a request
+        stuck past the bound), the grant is followed by a `device_unavailable` event: a person was let
+        in on paper only, and the cloud must know. The bound keeps a wedged bus from holding grants
+        (and their memory) forever; the write itself stays bounded by the bus's own timeouts."""
         t_act = time.perf_counter()
         try:
-            await door.pulse()
+            async with asyncio.timeout(door.actuation_timeout_s()):
+                await door.pulse()
             log.debug(
                 "actuated",
                 door=door_id_of(door),
@@ -236,8 +243,13 @@ class Gateway:
                 t_act=t_act,
                 t_done=time.perf_counter(),
             )
-        except (TimeoutError, DeviceUnavailable, OSError) as exc:
-            log.error("actuation_failed", door=door_id_of(door), error=str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = "timeout" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+            if not isinstance(exc, (TimeoutError, DeviceUnavailable, OSError)):
+                log.exception("actuation_bug", door=door_id_of(door), error=error)
+            log.error("actuation_failed", door=door_id_of(door), error=error)
             self.record(
                 self.make_event(
                     door_id_of(door),
@@ -347,9 +359,10 @@ class Gateway:
         if not door.online:
             return "device_unavailable"
         try:
-            await door.pulse()
-        except (TimeoutError, DeviceUnavailable, OSError) as exc:
-            log.error("remote_open_failed", door=target, error=str(exc))
+            async with asyncio.timeout(door.actuation_timeout_s()):
+                await door.pulse()
+        except Exception as exc:
+            log.error("remote_open_failed", door=target, error=str(exc) or type(exc).__name__)
             return "device_unavailable"
         return None
 
@@ -358,8 +371,9 @@ class Gateway:
         if door is None:
             return "unknown_target"
         try:
-            await door.set_mode(mode)
-        except (TimeoutError, DeviceUnavailable, OSError) as exc:
+            async with asyncio.timeout(door.actuation_timeout_s()):
+                await door.set_mode(mode)
+        except Exception as exc:
             log.error("set_mode_failed", door=target, mode=mode, error=str(exc))
             return "device_unavailable"
         return None
