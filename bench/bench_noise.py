@@ -148,7 +148,8 @@ async def main() -> None:
     counted = sum(1 for r in noise if r["result"] == "denied") + sum(
         int(str(r["credential"])) for r in noise if r["result"] == "info"
     )
-    print(f"noise: {sent} lines in {took:.1f} s = {sent / took:.0f} lines/s on one pty; {len(jtis)} real codes mixed in")
+    rate = sent / took
+    print(f"noise: {sent} lines in {took:.1f} s = {rate:.0f} lines/s on one pty; {len(jtis)} real codes mixed in")
     print(f"real events kept: {kept} / {len(jtis)} granted codes in the outbox (max_events {a.max_events})")
     per_line = (appended - len(jtis)) / sent
     print(
@@ -158,8 +159,9 @@ async def main() -> None:
     )
     print(f"noise lines accounted for (individual events + summary counts on disk): {counted} / {sent}")
     print(f"log lines during the flood: {logs1 - logs0} = {(logs1 - logs0) / sent:.4f} per noise line")
-    print(f"daemon CPU during the flood: {cpu1 - cpu0:.1f} s in {took:.1f} s = {(cpu1 - cpu0) / took:.0%} of a core")
-    print(f"daemon RSS: {rss0:.1f} MB before, {rss1:.1f} MB after the flood; door writes seen: {len(board.writes)}")
+    cpu = cpu1 - cpu0
+    print(f"daemon CPU during the flood: {cpu:.1f} s in {took:.1f} s = {cpu / took:.0%} of a core")
+    print(f"daemon RSS: {rss0:.1f} MB before, {rss1:.1f} MB after the flood")
 
 
 if __name__ == "__main__":

@@ -153,17 +153,18 @@ class Outbox:
             gone, hi = self._evict_low(want, prio, len(notes) > 0)
             hi = max([hi, *(s for s, _ in notes)])
             if gone < want and prio >= DECISION:  # nothing lower is left: the oldest decisions
-                sql = "SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?"
+                sql = "SELECT coalesce((SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?), max(seq))"
+                sql += " FROM events"
                 (cut,) = con.execute(sql, (want - gone - 1,)).fetchone()
                 gone += con.execute("DELETE FROM events WHERE seq <= ?", (cut,)).rowcount
-                hi = max(hi, cut)
+                hi = max(hi, cut or 0)
             if not notes and not gone:  # the notice needs a slot: the lowest row gives it, this once
                 (seq,) = con.execute(
                     f"SELECT coalesce((SELECT seq FROM events WHERE {_LOW} ORDER BY prio, seq LIMIT 1),"
                     " (SELECT min(seq) FROM events))"
                 ).fetchone()
                 gone += con.execute("DELETE FROM events WHERE seq = ?", (seq,)).rowcount
-                hi = max(hi, seq)
+                hi = max(hi, seq or 0)
             kept = len(notes) + gone >= 2  # room for the notice and the event
             dropped = carried + gone + (not kept)
             info = self.make_event("gateway", "sensor", str(dropped), "info", "outbox_overflow")

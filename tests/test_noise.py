@@ -31,6 +31,9 @@ QR_NOISE = b"\x00\x01\xff\xfe line noise\r"  # control bytes: rejected by the re
 CARD_NOISE = b"ZZ-not-a-card\r"  # not hex: rejected by the reader
 
 
+Rig = tuple[Gateway, RelayBoardSim, Signer, dict[str, int], Path]
+
+
 def rows_on_disk(data_dir: Path) -> list[dict[str, Any]]:
     con = sqlite3.connect(data_dir / "outbox.db")
     try:
@@ -48,7 +51,7 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[tuple[Gateway, RelayBoardSim, Signer, dict[str, int], Path]]:
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     signer = Signer()
     port = free_port()
     board = RelayBoardSim(device_ids=[1])
@@ -94,7 +97,7 @@ def granted(data: Path) -> set[str]:
     return {r["subject"] for r in rows_on_disk(data) if r["result"] == "granted"}
 
 
-async def test_noise_does_not_evict_grants_and_every_reject_is_counted(rig) -> None:  # type: ignore[no-untyped-def]
+async def test_noise_does_not_evict_grants_and_every_reject_is_counted(rig: Rig) -> None:
     gw, board, signer, fds, data = rig
     for i in range(10):  # 20 real grants: 10 codes, 10 listed cards
         os.write(fds["qr-north"], signer.code(f"t-real-{i}", sub=f"visitor:{i}").encode() + b"\r")
