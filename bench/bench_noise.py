@@ -149,7 +149,7 @@ async def main() -> None:
         int(str(r["credential"])) for r in noise if r["result"] == "info"
     )
     rate = sent / took
-    print(f"noise: {sent} lines in {took:.1f} s = {rate:.0f} lines/s on one pty; {len(jtis)} real codes mixed in")
+    print(f"noise: {sent} lines in {took:.1f} s = {rate:.0f} lines/s on one pty; {len(jtis)} codes mixed in")
     print(f"real events kept: {kept} / {len(jtis)} granted codes in the outbox (max_events {a.max_events})")
     per_line = (appended - len(jtis)) / sent
     print(
