@@ -182,6 +182,11 @@ class Gateway:
                 revoked = self.store.is_revoked(verified.jti, now)
                 used = self.store.uses(verified.jti) if verified.uses is not None else 0
             decision = decide_token(pres, verified, device, revoked=revoked, used=used)
+            if decision.reason == "malformed" and pres.reader is not None:
+                # Text that is no token at all is scanner noise like garbage bytes: summarised per
+                # reader, so a babbling scanner cannot flood the outbox or the journal.
+                self._reader_reject(pres.reader, "malformed", getattr(verified, "detail", ""))
+                return decision
             if decision.granted and isinstance(verified, TokenClaims) and verified.uses is not None:
                 self.store.record_use(verified.jti, verified.exp)
         else:

@@ -130,6 +130,24 @@ async def test_noise_does_not_evict_grants_and_every_reject_is_counted(rig: Rig)
     assert len(rows) < 100  # ~5,000 lines became a handful of events
 
 
+async def test_text_that_is_no_token_is_noise_too(rig: Rig) -> None:
+    """Printable garbage on a QR scanner (a misconfigured scanner, a bad code) is summarised as well."""
+    gw, board, signer, fds, data = rig
+    for i in range(20):
+        os.write(fds["qr-north"], signer.code(f"t-real-{i}", sub=f"visitor:{i}").encode() + b"\r")
+    assert await eventually(lambda: len(granted(data)) == 20)
+    await asyncio.to_thread(write_all, fds["qr-north"], b"hello world\r" * NOISE)
+    os.write(fds["qr-north"], signer.code("t-after", sub="visitor:after").encode() + b"\r")
+    assert await eventually(lambda: "visitor:after" in granted(data), timeout=60)
+    await gw.stop()
+    rows = rows_on_disk(data)
+    assert len(granted(data)) == 21
+    noise = [r for r in rows if r["reason"] == "malformed"]
+    counted = sum(1 if r["result"] == "denied" else int(r["credential"]) for r in noise)
+    assert counted == NOISE
+    assert len(rows) < 50
+
+
 # --- the summariser alone, with made-up clock values ---------------------------------------------
 
 WHERE: dict[str, tuple[str, Method]] = {"qr-north": ("north-gate", "qr"), "card-north": ("north-gate", "nfc")}
