@@ -16,12 +16,21 @@ from edge.tokens import TokenClaims, TokenDenied, check_token_facts
 
 @dataclass(frozen=True, slots=True)
 class DeviceContext:
-    """What the engine knows of the device a presentation was made at."""
+    """What the engine knows of the device a presentation was made at.
+
+    ``floors``: the floors an elevator car serves (None: not an elevator); a grant enables the
+    credential's floors within them. ``direction`` (in/out) and ``passback`` (none/soft/hard) with
+    ``last_direction`` (the credential's last passage in the barrier's group, looked up by the app) are
+    for barriers."""
 
     id: str
     zone: str
     mode: str = "normal"  # normal | hold_open | lock
     online: bool = True
+    floors: tuple[int, ...] | None = None
+    direction: str | None = None
+    passback: str = "none"
+    last_direction: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +64,30 @@ def decide_token(
         return Decision(
             "denied", "device_unavailable", subject=verified.sub, jti=verified.jti, credential=cred
         )
-    return Decision(
-        "granted", "ok", subject=verified.sub, floors=verified.floors, jti=verified.jti, credential=cred
-    )
+    return _device_rules(device, verified.floors, verified.sub, cred, jti=verified.jti)
+
+
+def _device_rules(
+    device: DeviceContext,
+    floors: tuple[int, ...] | None,
+    sub: str,
+    cred: str,
+    *,
+    jti: str | None = None,
+) -> Decision:
+    """The last rules, which depend on the device kind: elevator floors, then anti-passback."""
+    if device.floors is not None:
+        # A credential without floors selects none (tokens.md: absent = none): the lift stays as it is.
+        allowed = set(device.floors).intersection(floors or ())
+        if not allowed:
+            return Decision("denied", "no_floors", subject=sub, jti=jti, credential=cred)
+        floors = tuple(sorted(allowed))
+    alarm = None
+    if device.passback != "none" and device.direction is not None and device.last_direction == device.direction:
+        if device.passback == "hard":
+            return Decision("denied", "passback", subject=sub, jti=jti, credential=cred)
+        alarm = "passback"  # soft: let them through, and tell the cloud
+    return Decision("granted", "ok", subject=sub, floors=floors, jti=jti, credential=cred, alarm=alarm)
 
 
 def in_windows(windows: tuple[Window, ...], local: datetime) -> bool:
@@ -99,4 +129,4 @@ def decide_entry(
         return Decision("denied", "outside_schedule", subject=sub, credential=masked)
     if device.mode == "lock" or not device.online:
         return Decision("denied", "device_unavailable", subject=sub, credential=masked)
-    return Decision("granted", "ok", subject=sub, floors=entry.floors, credential=masked)
+    return _device_rules(device, entry.floors, sub, masked)

@@ -59,6 +59,7 @@ class Decision:
     floors: tuple[int, ...] | None = None
     jti: str | None = None  # token id when the presentation was a token that parsed
     credential: str = ""  # masked credential for the event
+    alarm: str | None = None  # a grant that also raises an alarm event (soft anti-passback)
 
     @property
     def granted(self) -> bool:
@@ -80,8 +81,18 @@ class Event:
     reason: str
     latency_ms: float | None = None
     extra: dict[str, object] = field(default_factory=dict)  # not sent; local diagnostics only
+    direction: str | None = None  # barrier and plate events (mqtt.md, optional)
+    floors: tuple[int, ...] | None = None  # elevator grants: the floors enabled (mqtt.md, optional)
 
     def to_wire(self) -> dict[str, object]:
+        wire = self._base_wire()
+        if self.direction is not None:
+            wire["direction"] = self.direction
+        if self.floors is not None:
+            wire["floors"] = list(self.floors)
+        return wire
+
+    def _base_wire(self) -> dict[str, object]:
         return {
             "id": self.id,
             "ts": self.ts,

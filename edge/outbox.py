@@ -250,14 +250,16 @@ class Outbox:
     @staticmethod
     def make_event(device: str, method: Method, credential: str, result: Result, reason: str, *,
                    reader: str | None = None, subject: str | None = None, latency_ms: float | None = None,
-                   ts: int | None = None, prio: int | None = None) -> Event:  # fmt: skip
+                   ts: int | None = None, prio: int | None = None, direction: str | None = None,
+                   floors: tuple[int, ...] | None = None) -> Event:  # fmt: skip
         """An Event with a fresh ULID id and ``ts`` = now (unix ms) unless given. ``prio`` overrides the
         eviction class read from ``result`` (info -> INFO, else DECISION): rejected lines are REJECT."""
         ts = int(time.time() * 1000) if ts is None else ts
         extra: dict[str, object] = {} if prio is None else {_PRIO_KEY: prio}
         return Event(
-            new_event_id(), ts, device, reader, method, credential, subject, result, reason, latency_ms, extra
-        )
+            new_event_id(), ts, device, reader, method, credential, subject, result, reason, latency_ms, extra,
+            direction, floors,
+        )  # fmt: skip
 
     # --- durability ---
     def sync(self) -> None:
