@@ -74,6 +74,7 @@ class RelayBoardSim:
             self.add_device(d)
         self.writes: list[CoilWrite] = []
         self.requests: list[RequestSeen] = []
+        self._delays: dict[int, float] = {}
         self._callbacks: list[Callable[[CoilWrite], None]] = []
 
     # ------------------------------------------------------------ simulator API
@@ -88,6 +89,19 @@ class RelayBoardSim:
         if unit is not None:
             for h in unit.timers.values():
                 h.cancel()
+
+    def set_delay(self, device_id: int, seconds: float) -> None:
+        """Make a unit a slow board: it acts at once but replies ``seconds`` later (0: at once).
+
+        pymodbus' server keeps one current request per link, so a late reply takes the unit id and
+        transaction id of a request that came in meanwhile: faithful on RTU when the same unit is asked
+        again (RTU has no transaction id), not for TCP or for another unit.
+        """
+        self._delays[device_id] = seconds
+
+    async def reply_delay(self, device_id: int) -> None:
+        if seconds := self._delays.get(device_id):
+            await asyncio.sleep(seconds)
 
     def coil(self, device_id: int, n: int) -> bool:
         return self._units[device_id].coils[n]
@@ -224,14 +238,18 @@ class _BoardContext:
     async def async_getValues(
         self, device_id: int, func_code: int, address: int, count: int = 1
     ) -> list[bool] | ExcCodes:
-        return self.sim.read_bits(device_id, func_code, address, count)
+        bits = self.sim.read_bits(device_id, func_code, address, count)
+        await self.sim.reply_delay(device_id)
+        return bits
 
     async def async_setValues(
         self, device_id: int, func_code: int, address: int, values: Sequence[Any]
     ) -> ExcCodes | None:
-        if func_code == 15:
-            return self.sim.write_multiple(device_id, address, values)
-        return ExcCodes.ILLEGAL_FUNCTION
+        if func_code != 15:
+            return ExcCodes.ILLEGAL_FUNCTION
+        rc = self.sim.write_multiple(device_id, address, values)
+        await self.sim.reply_delay(device_id)
+        return rc
 
 
 class _SimWriteCoil(RawWriteCoil):
@@ -239,6 +257,7 @@ class _SimWriteCoil(RawWriteCoil):
 
     async def datastore_update(self, context: Any, device_id: int) -> ModbusPDU:
         rc = context.sim.write_single(device_id, self.address, self.value)
+        await context.sim.reply_delay(device_id)
         if rc is not None:
             return ExceptionResponse(self.function_code, rc)
         return _SimWriteCoil(address=self.address, value=self.value, dev_id=self.dev_id)
