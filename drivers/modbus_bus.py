@@ -1,11 +1,19 @@
 """One Modbus bus (an RTU line or a TCP gateway) shared by every device on it.
 
 Why a scheduler: an RS-485 line carries one request at a time and pymodbus clients are not safe for
-concurrent requests, so every request goes through one worker in priority order: actuation (a lock
-release someone is waiting at) ahead of probes, probes ahead of input polling. A device that stops
-answering is marked offline after ``offline_after`` consecutive failures and then gets no normal traffic
-(requests fail fast with :class:`DeviceUnavailable`) - only single-attempt probes with exponential
-backoff - so one dead board cannot stall the doors beside it.
+concurrent requests, so every request goes through one worker. A device that stops answering is marked
+offline after ``offline_after`` consecutive failed attempts and then gets no normal traffic (requests
+fail fast with :class:`DeviceUnavailable`) - only short single-attempt probes with exponential backoff.
+
+The rule that keeps a dead board from stalling the doors beside it: an actuation for a healthy device
+waits behind at most one request to a failing one. So jobs are picked by (tier, priority, arrival):
+healthy actuation, then a suspect device's actuation (one that failed its last attempt), then healthy
+probes/polls, then a suspect's polls and offline probes - those only when nothing else is queued, and
+with ``probe_timeout``. A device that has failed gets no retries; an actuation retry for one that had
+not is queued behind the work that arrived meanwhile. An RTU request in flight cannot be taken back
+(a late reply would collide on the wire), but on TCP an actuation preempts an in-flight poll or probe
+of another device: transaction ids make pymodbus drop the abandoned reply, and the preempted job
+resumes with the time it has already waited.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ COIL_ON = 0xFF00
 COIL_OFF = 0x0000
 
 URGENT, PROBE, POLL = 0, 1, 2
-"""Queue priorities: lower runs first."""
+"""Job priorities within a tier: lower runs first."""
 
 StatusCallback = Callable[[int, bool, "str | None"], None]
 
@@ -69,14 +77,24 @@ class RawWriteCoil(ModbusPDU):
         self.bits = [self.value == COIL_ON]
 
 
-@dataclass(order=True)
+class _Preempted(Exception):
+    """The in-flight poll/probe was cancelled for an actuation (TCP only); it goes back in the queue."""
+
+
+class _StrayReply(Exception):
+    """RTU has no transaction id: a late reply to an earlier request of the same unit came back."""
+
+
+@dataclass
 class _Job:
     priority: int
     seq: int
-    device_id: int = field(compare=False)
-    request: Callable[[], ModbusPDU] = field(compare=False)
-    fut: asyncio.Future[ModbusPDU] = field(compare=False)
-    probe: bool = field(default=False, compare=False)
+    device_id: int
+    request: Callable[[], ModbusPDU]
+    fut: asyncio.Future[ModbusPDU]
+    probe: bool = False
+    retries: int | None = None  # extra attempts left; set at the first dispatch
+    waited: float = 0.0  # seconds this attempt already waited before being preempted
 
 
 @dataclass
@@ -87,6 +105,7 @@ class _Device:
     backoff: float = 0.0
     next_probe: float = 0.0
     last_ok: float = field(default_factory=time.monotonic)
+    slow: bool = False  # answered after probe_timeout once: its probes wait the full timeout
 
 
 class ModbusBus:
@@ -97,8 +116,11 @@ class ModbusBus:
         self.cfg = cfg
         self._devices: dict[int, _Device] = {}
         self._listeners: list[StatusCallback] = []
-        self._queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
+        self._jobs: list[_Job] = []  # a handful at most: picked by _rank at each dispatch
+        self._work = asyncio.Event()
+        self._inflight: tuple[_Job, asyncio.Future[ModbusPDU]] | None = None
         self._seq = itertools.count()
+        self._late_from: set[int] = set()  # devices whose last short attempt timed out
         self._client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake_prober = asyncio.Event()
@@ -154,11 +176,15 @@ class ModbusBus:
             self._client = None
         self._log.info("modbus_bus_stopped")
 
-    def _fail_queued(self) -> None:
-        while not self._queue.empty():
-            job = self._queue.get_nowait()
-            if not job.fut.done():
-                job.fut.set_exception(DeviceUnavailable("bus stopped"))
+    def _fail_queued(self, device_id: int | None = None, reason: str = "bus stopped") -> None:
+        """Fail queued jobs (of one device, probes excepted, when it goes offline)."""
+        keep: list[_Job] = []
+        for job in self._jobs:
+            if device_id is not None and (job.device_id != device_id or job.probe):
+                keep.append(job)
+            elif not job.fut.done():
+                job.fut.set_exception(DeviceUnavailable(reason))
+        self._jobs = keep
 
     async def write_coil(self, device_id: int, address: int, value: bool, *, urgent: bool = True) -> None:
         await self.write_coil_raw(device_id, address, COIL_ON if value else COIL_OFF, urgent=urgent)
@@ -179,7 +205,9 @@ class ModbusBus:
 
     async def read_discrete_inputs(self, device_id: int, address: int, count: int) -> list[bool]:
         """FC02, queued behind actuation."""
-        resp = await self._submit(POLL, device_id, lambda: _read_di(device_id, address, count))
+        resp = await self._submit(
+            POLL, device_id, lambda: ReadDiscreteInputsRequest(address=address, count=count, dev_id=device_id)
+        )
         bits = list(resp.bits)
         if len(bits) < count:
             raise ModbusRequestError("short discrete input reply")
@@ -189,8 +217,10 @@ class ModbusBus:
 
     def _make_client(self) -> AsyncModbusSerialClient | AsyncModbusTcpClient:
         cfg = self.cfg
+        # retries=0: the worker retries, so a retry queues behind other devices' work; pymodbus' timeout
+        # is only a guard (the worker keeps its own). reconnect_delay=0: the worker reconnects on demand.
+        common = {"timeout": cfg.timeout, "retries": 0, "reconnect_delay": 0, "name": self.bus_id}
         client: AsyncModbusSerialClient | AsyncModbusTcpClient
-        # reconnect_delay=0: pymodbus' own reconnect task is off; the worker reconnects on demand.
         if isinstance(cfg, ModbusRtuBusConfig):
             client = AsyncModbusSerialClient(
                 cfg.port,
@@ -198,19 +228,15 @@ class ModbusBus:
                 parity=cfg.parity,
                 stopbits=cfg.stopbits,
                 bytesize=cfg.bytesize,
-                timeout=cfg.timeout,
-                retries=cfg.retries,
-                reconnect_delay=0,
-                name=self.bus_id,
+                trace_packet=self._trace_packet,
+                **common,  # type: ignore[arg-type]
             )
         else:
             client = AsyncModbusTcpClient(
                 cfg.host,
                 port=cfg.port,
-                timeout=cfg.timeout,
-                retries=cfg.retries,
-                reconnect_delay=0,
-                name=self.bus_id,
+                trace_packet=self._trace_packet,
+                **common,  # type: ignore[arg-type]
             )
         client.register(RawWriteCoil)
         # pymodbus drops a TCP link after retries+3 unanswered requests; one dead unit behind a gateway
@@ -226,29 +252,71 @@ class ModbusBus:
         if not dev.online:
             raise DeviceUnavailable(f"offline: {dev.error}")
         fut: asyncio.Future[ModbusPDU] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(priority, next(self._seq), device_id, request, fut))
+        self._enqueue(_Job(priority, next(self._seq), device_id, request, fut))
         return await fut
+
+    def _good(self, device_id: int) -> bool:
+        dev = self._devices[device_id]
+        return dev.online and dev.failures == 0
+
+    def _rank(self, job: _Job) -> tuple[int, int, int]:
+        tier = (0 if job.priority == URGENT else 2) + (0 if self._good(job.device_id) else 1)
+        return tier, job.priority, job.seq
+
+    def _enqueue(self, job: _Job) -> None:
+        self._jobs.append(job)
+        self._work.set()
+        if job.priority != URGENT or self._inflight is None or isinstance(self.cfg, ModbusRtuBusConfig):
+            return
+        current, attempt = self._inflight
+        if current.priority != URGENT and current.device_id != job.device_id:
+            attempt.cancel()  # the worker sees it cancelled and raises _Preempted
+
+    async def _take(self) -> _Job:
+        while not self._jobs:
+            self._work.clear()
+            await self._work.wait()
+        job = min(self._jobs, key=self._rank)
+        self._jobs.remove(job)
+        return job
 
     async def _worker(self) -> None:
         while True:
-            job = await self._queue.get()
+            job = await self._take()
             if job.fut.done():  # caller gave up
                 continue
             dev = self._devices[job.device_id]
             if not job.probe and not dev.online:
                 job.fut.set_exception(DeviceUnavailable(f"offline: {dev.error}"))
                 continue
+            good = self._good(job.device_id)
+            if job.retries is None:  # first dispatch: only an actuation of a device in good standing
+                job.retries = self.cfg.retries if job.priority == URGENT and good else 0
+            short = not (job.priority == URGENT or good or dev.slow)
+            timeout = self.cfg.probe_timeout_s if short else self.cfg.timeout
+            self._late_from.discard(job.device_id)
             try:
-                resp = await self._execute(job)
+                resp = await self._execute(job, timeout - job.waited)
+            except _Preempted:
+                self._jobs.append(job)  # keeps its seq: first among its own tier again
+                continue
             except asyncio.CancelledError:
                 if not job.fut.done():
                     job.fut.set_exception(DeviceUnavailable("bus stopped"))
                 raise
             except Exception as exc:  # any failure is a failed request, never a dead bus
                 reason = _reason(exc)
-                self._failed(job.device_id, reason)
-                if not job.fut.done():
-                    job.fut.set_exception(DeviceUnavailable(reason))
+                if short and isinstance(exc, TimeoutError):
+                    self._late_from.add(job.device_id)
+                if not isinstance(exc, _StrayReply):  # a stray reply proves the device is there
+                    self._failed(job.device_id, reason)
+                if job.retries and dev.online and not job.fut.done():
+                    job.retries -= 1
+                    job.waited, job.seq = 0.0, next(self._seq)  # behind what was queued meanwhile
+                    self._enqueue(job)
+                elif not job.fut.done():
+                    error = ModbusRequestError if isinstance(exc, _StrayReply) else DeviceUnavailable
+                    job.fut.set_exception(error(reason))
                 continue
             self._succeeded(job.device_id)
             if job.fut.done():
@@ -258,7 +326,7 @@ class ModbusBus:
             else:
                 job.fut.set_result(resp)
 
-    async def _execute(self, job: _Job) -> ModbusPDU:
+    async def _execute(self, job: _Job, timeout: float) -> ModbusPDU:
         client = self._client
         assert client is not None
         if job.probe and client.connected and not any(d.online for d in self._devices.values()):
@@ -269,15 +337,42 @@ class ModbusBus:
             raise ConnectionError(
                 "port not open" if isinstance(self.cfg, ModbusRtuBusConfig) else "no tcp link"
             )
-        # A probe makes a single attempt: a dead unit then costs one timeout per probe, not retries+1.
-        retries = 0 if job.probe else self.cfg.retries
-        client.ctx.retries = retries
-        budget = self.cfg.timeout * (retries + 1) + 1.0  # guard in case pymodbus itself never returns
+        if timeout <= 0:  # a preempted job that has already waited its whole timeout
+            raise TimeoutError
+        request = job.request()
+        attempt = asyncio.ensure_future(client.execute(False, request))
+        self._inflight = (job, attempt)
+        started = time.monotonic()
         try:
-            async with asyncio.timeout(budget):  # asyncio.timeout, unlike 3.11's wait_for, never eats a cancel
-                return await client.execute(False, job.request())
+            await asyncio.wait({attempt}, timeout=timeout)
         finally:
-            client.ctx.retries = self.cfg.retries
+            self._inflight = None
+            spent = time.monotonic() - started
+            job.waited += spent
+            if not attempt.done():
+                attempt.cancel()  # timed out (or the bus is stopping): pymodbus releases its lock
+                await asyncio.wait({attempt})  # unlike awaiting it, never swallows our own cancel
+        if attempt.cancelled():
+            if spent < timeout:
+                raise _Preempted
+            raise TimeoutError
+        resp = attempt.result()
+        if resp.function_code & 0x7F != request.function_code:
+            raise _StrayReply(f"late reply (fc {resp.function_code}) to an earlier request")
+        return resp
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        """Spot a reply from a device after its short timeout: probe_timeout is too short for it."""
+        if sending or not self._late_from:
+            return data
+        pos = 0 if isinstance(self.cfg, ModbusRtuBusConfig) else 6  # RTU address / MBAP unit id
+        unit = data[pos] if len(data) > pos else None
+        awaited = self._inflight[0].device_id if self._inflight is not None else None
+        if unit in self._late_from and unit != awaited:
+            self._late_from.discard(unit)
+            self._devices[unit].slow = True
+            self._log.warning("modbus_late_reply", device_id=unit, probe_timeout=self.cfg.probe_timeout_s)
+        return data
 
     def _succeeded(self, device_id: int) -> None:
         dev = self._devices[device_id]
@@ -301,6 +396,7 @@ class ModbusBus:
                 dev.backoff = self.cfg.probe_min_s
                 dev.next_probe = time.monotonic() + dev.backoff
                 self._log.warning("modbus_device_offline", device_id=device_id, error=reason)
+                self._fail_queued(device_id, f"offline: {reason}")
                 self._notify(device_id, False, reason)
                 self._wake_prober.set()
         else:
@@ -345,24 +441,18 @@ class ModbusBus:
         else:
             dev.next_probe = time.monotonic() + max(dev.backoff, self.cfg.probe_min_s)  # until the result
         fut: asyncio.Future[ModbusPDU] = asyncio.get_running_loop().create_future()
-        job = _Job(PROBE, next(self._seq), device_id, lambda: _read_coil0(device_id), fut, probe=True)
-        self._queue.put_nowait(job)
+        read = lambda: ReadCoilsRequest(address=0, count=1, dev_id=device_id)  # noqa: E731
+        self._enqueue(_Job(PROBE, next(self._seq), device_id, read, fut, probe=True))
         # Any answer, even a Modbus exception, proves the device is alive; failures are counted by the worker.
         with contextlib.suppress(DeviceUnavailable):
             await fut
 
 
-def _read_di(device_id: int, address: int, count: int) -> ModbusPDU:
-    return ReadDiscreteInputsRequest(address=address, count=count, dev_id=device_id)
-
-
-def _read_coil0(device_id: int) -> ModbusPDU:
-    return ReadCoilsRequest(address=0, count=1, dev_id=device_id)
-
-
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timeout"
+    if isinstance(exc, _StrayReply):
+        return str(exc)
     if isinstance(exc, ModbusException):
         text = str(exc)
         if "No response" in text:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 
@@ -191,3 +192,150 @@ async def test_requests_fail_cleanly_when_stopped() -> None:
     bus = ModbusBus("tcp0", tcp_cfg(free_port()))
     with pytest.raises(DeviceUnavailable):
         await bus.write_coil(1, 0, True)
+
+
+# ------------------------------------------------------------ a dead unit beside a healthy one
+
+
+@contextlib.asynccontextmanager
+async def two_units(
+    transport: str, request: pytest.FixtureRequest, **kw: object
+) -> AsyncIterator[tuple[RelayBoardSim, ModbusBus]]:
+    """Units 1 and 2 behind one TCP server, or both on one RTU line; both registered, the bus started."""
+    sim = RelayBoardSim([1, 2])
+    if transport == "tcp":
+        port = free_port()
+        board, cfg = tcp_board(sim, port), tcp_cfg(port, **kw)
+    else:
+        pair: PtyPair = request.getfixturevalue("pty_pair")
+        board, cfg = rtu_board(sim, str(pair.a)), rtu_cfg(str(pair.b), **kw)
+    async with board:
+        bus = ModbusBus(transport, cfg)
+        for d in (1, 2):
+            bus.register_device(d)
+        await bus.start()
+        try:
+            await bus.write_coil(1, 7, False)  # link up before the scenario starts
+            yield sim, bus
+        finally:
+            await bus.stop()
+
+
+async def fails(coro: Awaitable[object]) -> bool:
+    try:
+        await coro
+    except DeviceUnavailable:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("transport", ["tcp", "rtu"])
+async def test_healthy_write_waits_behind_at_most_one_request_to_a_silent_unit(
+    transport: str, request: pytest.FixtureRequest
+) -> None:
+    async with two_units(transport, request, timeout=0.3, retries=2, offline_after=5) as (sim, bus):
+        sim.remove_device(2)  # unit 2 goes silent while it still looks healthy
+        order: list[str] = []
+        sim.on_write(lambda w: order.append(f"write {w.device_id}"))
+        start = len(sim.requests)
+
+        async def poll_dead() -> None:
+            order.append("poll failed" if await fails(bus.read_discrete_inputs(2, 0, 2)) else "poll ok")
+
+        poller = asyncio.create_task(poll_dead())
+        assert await eventually(lambda: bool(sim.requests_to(2)))  # the poll is on the line
+        await bus.write_coil(1, 0, True)
+        await poller
+        line = [r.device_id for r in sim.requests[start:]]
+        assert line[: line.index(1)].count(2) == 1  # the write went out after one unit-2 request, no retry
+        assert "poll failed" in order
+        if transport == "tcp":
+            # TCP transaction ids make an abandoned read harmless: the write preempts the in-flight poll.
+            assert order.index("write 1") < order.index("poll failed")
+
+
+async def test_no_retries_for_a_unit_that_has_just_failed(pty_pair: PtyPair) -> None:
+    sim = RelayBoardSim([1])  # unit 2 is dead
+    async with rtu_board(sim, str(pty_pair.a)):
+        bus = ModbusBus("rtu0", rtu_cfg(str(pty_pair.b), retries=2, offline_after=10))
+        bus.register_device(2)
+        await bus.start()
+        try:
+            assert await fails(bus.write_coil(2, 0, True))
+            first = len(sim.requests_to(2))
+            assert first == 3  # it was healthy: an actuation gets its retries
+            assert await fails(bus.write_coil(2, 0, True))
+            assert len(sim.requests_to(2)) == first + 1  # suspect now: one attempt
+            assert await fails(bus.read_discrete_inputs(2, 0, 1))
+            assert len(sim.requests_to(2)) == first + 2
+            assert bus.is_online(2)  # 5 failures < offline_after
+        finally:
+            await bus.stop()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "rtu"])
+async def test_a_suspect_units_queued_work_goes_after_other_units_work(
+    transport: str, request: pytest.FixtureRequest
+) -> None:
+    async with two_units(transport, request, retries=1, offline_after=5) as (sim, bus):
+        sim.remove_device(2)
+        assert await fails(bus.read_discrete_inputs(2, 0, 1))  # one failure: unit 2 is suspect
+        start = len(sim.requests)
+        # Queued in one go, before the worker picks any: the dead unit's work first, in arrival order.
+        jobs = [
+            bus.read_discrete_inputs(2, 0, 1),
+            bus.read_discrete_inputs(1, 0, 1),
+            bus.read_discrete_inputs(1, 1, 1),
+            bus.write_coil(2, 0, True),
+            bus.write_coil(1, 0, True),
+        ]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        assert [isinstance(r, DeviceUnavailable) for r in results] == [True, False, False, True, False]
+        line = [(r.device_id, r.function_code) for r in sim.requests[start:]]
+        # healthy actuation, then the suspect's actuation (one attempt), healthy polls, the suspect's poll
+        assert line == [(1, 5), (2, 5), (1, 2), (1, 2), (2, 2)]
+
+
+def test_probe_timeout_defaults_short_and_never_exceeds_timeout() -> None:
+    assert rtu_cfg("/dev/null", timeout=0.3).probe_timeout_s == 0.1
+    assert rtu_cfg("/dev/null", timeout=0.05).probe_timeout_s == 0.05
+    assert tcp_cfg(502, timeout=0.5, probe_timeout=0.2).probe_timeout_s == 0.2
+    assert tcp_cfg(502, timeout=0.1, probe_timeout=0.2).probe_timeout_s == 0.1
+
+
+async def test_a_late_reply_on_rtu_is_not_taken_as_the_answer_to_the_next_request(pty_pair: PtyPair) -> None:
+    sim = RelayBoardSim([1])
+    sim.set_delay(1, 0.25)  # a slow board: it switches at once, its echo comes after our timeout
+    async with rtu_board(sim, str(pty_pair.a)):
+        bus = ModbusBus("rtu0", rtu_cfg(str(pty_pair.b), retries=0, offline_after=5, probe_timeout=0.15))
+        await bus.start()
+        try:
+            assert await fails(bus.write_coil(1, 0, True))
+            assert sim.coil(1, 0)
+            # The write's late echo arrives while this read waits; RTU frames carry no transaction id.
+            try:
+                bits = await bus.read_discrete_inputs(1, 0, 1)
+            except ModbusRequestError:
+                bits = None
+            assert bits in (None, [False])  # input 0 is off: an echo of "coil on" is not its value
+        finally:
+            await bus.stop()
+
+
+async def test_a_board_slower_than_probe_timeout_still_comes_back(pty_pair: PtyPair) -> None:
+    sim = RelayBoardSim([1])
+    async with rtu_board(sim, str(pty_pair.a)):
+        cfg = rtu_cfg(str(pty_pair.b), timeout=0.5, probe_timeout=0.1, retries=0, offline_after=1)
+        bus = ModbusBus("rtu0", cfg)
+        status = Status(bus)
+        bus.register_device(1)
+        await bus.start()
+        try:
+            sim.remove_device(1)
+            assert await fails(bus.write_coil(1, 0, True))
+            assert status.has(1, False)
+            sim.add_device(1)
+            sim.set_delay(1, 0.2)  # back, but it answers later than probe_timeout (within timeout)
+            assert await eventually(lambda: bus.is_online(1), timeout=5)
+        finally:
+            await bus.stop()
