@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge.app import Gateway  # noqa: E402
-from edge.cloud.sim_client import CloudClient, command_claims  # noqa: E402
 from edge.config import load_config  # noqa: E402
 from edge.logs import setup_logging  # noqa: E402
+from edge.sim.cloud_client import CloudClient, command_claims  # noqa: E402
 from edge.sim.relay_board import RelayBoardSim  # noqa: E402
 from edge.tokens import mint_token  # noqa: E402
 from tests.support.broker import Broker  # noqa: E402

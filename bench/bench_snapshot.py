@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge.cloud.sim_client import CloudClient  # noqa: E402
 from edge.logs import setup_logging  # noqa: E402
+from edge.sim.cloud_client import CloudClient  # noqa: E402
 from tests.support.broker import Broker  # noqa: E402
 from tests.support.cloud import GW, SITE, LinkHarness, make_config  # noqa: E402
 

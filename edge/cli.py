@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from edge.config import Config, ConfigError, load_config
-
-
-def _load(path: str) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(f"config error:\n{exc.render()}", file=sys.stderr)
-        raise SystemExit(2) from None
+from edge.config import Config
+from edge.runner import load_config_or_exit as _load
+from edge.runner import read_entries as _read_entries
+from edge.runner import run_gateway
 
 
 def _data_dir(cfg: Config, *, create: bool = True) -> None:
@@ -39,39 +31,6 @@ def _print(obj: Any) -> None:
 
 
 # --- run ---------------------------------------------------------------------------------------
-
-
-async def run_gateway(cfg: Config, stop_event: asyncio.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (exit code 0) or until a supervised loop gives up (1: systemd restarts
-    the daemon rather than leave it half alive). Either way outputs go to their safe state first."""
-    from edge import control, supervise
-    from edge.app import Gateway
-    from edge.logs import loop_exception_handler
-
-    loop = asyncio.get_running_loop()
-    loop.set_exception_handler(loop_exception_handler)
-    gw = Gateway(cfg)
-    stop_event = stop_event or asyncio.Event()
-    fatal = supervise.fatal_event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop_event.set)
-    ctl: asyncio.Task[None] | None = None
-    try:
-        await gw.start()
-        ctl = supervise.spawn("control", lambda: control.serve(gw))
-        waiters = [asyncio.ensure_future(stop_event.wait()), asyncio.ensure_future(fatal.wait())]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
-    finally:
-        if ctl is not None:
-            ctl.cancel()
-            await asyncio.gather(ctl, return_exceptions=True)
-        await gw.stop()
-    return 1 if fatal.is_set() else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -182,17 +141,6 @@ def cmd_token_verify(args: argparse.Namespace) -> int:
         )
     _print(out)
     return 0 if d.granted else 1
-
-
-def _read_entries(path: str) -> list[dict[str, Any]]:
-    text = Path(path).read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        data = json.loads(text)
-        if not isinstance(data, list):
-            raise ValueError("expected a JSON list of entries")
-        return data
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def cmd_whitelist(args: argparse.Namespace) -> int:
@@ -342,11 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     op.set_defaults(func=cmd_open)
     with_config(sub.add_parser("status", help="status of the running daemon")).set_defaults(func=cmd_status)
 
+    # the simulators' subcommands: they import the product (edge.runner), never this module
     from edge import demo
 
     demo.add_cli(sub, with_config)
     try:
-        from edge.cloud.sim import add_cli as add_cloud_cli
+        from edge.sim.cloud import add_cli as add_cloud_cli
     except ImportError:  # cloud simulator not installed in this build
         pass
     else:

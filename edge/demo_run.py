@@ -18,9 +18,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from edge.config import Config, MqttSection
-from edge.demo import DEMO_WHITELIST, SimHardware, _stdin_lines, mint_demo_code
 from edge.model import Event
+from edge.runner import load_config_or_exit, read_entries
 from edge.sim.demo_cloud import DemoCloud
+from edge.sim.hardware import DEMO_WHITELIST, SimHardware, mint_demo_code, stdin_lines
 
 if TYPE_CHECKING:
     from edge.app import Gateway
@@ -61,11 +62,10 @@ async def _eventually(pred: Callable[[], bool], timeout: float) -> bool:
 async def run_demo(cfg: Config, once: bool, say: Say = print, cloud: DemoCloud | None = None) -> bool:
     """Plays SCRIPT (and the cloud's part when ``cloud`` is given); True if all went as expected."""
     from edge.app import Gateway
-    from edge.cli import _read_entries
     from edge.store import entry_from_wire
 
     def import_file() -> None:
-        gw.store.import_entries([entry_from_wire(e) for e in _read_entries(str(DEMO_WHITELIST))])
+        gw.store.import_entries([entry_from_wire(e) for e in read_entries(str(DEMO_WHITELIST))])
         say(f"imported the demo whitelist ({gw.store.count()} entries) from {DEMO_WHITELIST.name}")
 
     hw = SimHardware(cfg, say)
@@ -148,7 +148,7 @@ async def run_demo(cfg: Config, once: bool, say: Say = print, cloud: DemoCloud |
                     f"  edge cloud watch --host {m.host} --port {m.port} --site {cfg.gateway.site}"
                 )
             say("\nnow type a code and Enter (or card:HEX); `edge demo-code -c ...` mints more; Ctrl-D quits")
-            await _stdin_lines(hw)
+            await stdin_lines(hw)
         else:
             await asyncio.sleep(0.5)
     finally:
@@ -197,10 +197,9 @@ def _start_broker(cfg: Config, no_broker: bool) -> tuple[DemoBroker | None, Conf
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edge.cli import _load
     from edge.logs import setup_logging
 
-    cfg = _load(args.config)
+    cfg = load_config_or_exit(args.config)
     cfg.gateway.data_dir.mkdir(parents=True, exist_ok=True)
     setup_logging("warning", "console")
     broker, run_cfg = _start_broker(cfg, getattr(args, "no_broker", False))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.cloud.sim_client import CloudClient, mint_command
+from edge.sim.cloud_client import CloudClient, mint_command
 from edge.tokens import generate_keypair, mint_token
 from tests.support.broker import Broker
 from tests.support.cloud import GW, LIFT, SITE, Signer, make_config, running_link, until
@@ -40,7 +40,7 @@ def remote_events(cloud: CloudClient) -> list[dict[str, object]]:
 
 
 def cmd(signer: Signer, act: str = "open", target: str = "north-gate", **kw: object) -> tuple[str, str]:
-    from edge.cloud.sim_client import command_claims
+    from edge.sim.cloud_client import command_claims
 
     claims = command_claims(SITE, kw.pop("aud", GW), act, target, **kw)  # type: ignore[arg-type]
     return mint_token(signer.key, signer.kid, claims), str(claims["jti"])

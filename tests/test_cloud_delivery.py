@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.cloud.sim_client import CloudClient
 from edge.outbox import Outbox
+from edge.sim.cloud_client import CloudClient
 from tests.support.broker import Broker
 from tests.support.cloud import GW, SITE, LinkHarness, access_event, make_config, running_link, until
 

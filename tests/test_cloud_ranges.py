@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from edge.cloud.sim_client import CloudClient, command_claims, mint_command
 from edge.limits import FLOOR_MAX, FLOOR_MIN, INT64_MAX, UNIX_S_MAX
+from edge.sim.cloud_client import CloudClient, command_claims, mint_command
 from edge.store import WhitelistStore
 from edge.tokens import mint_token
 from tests.support.broker import Broker

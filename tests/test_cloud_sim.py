@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.cloud.sim import add_cli, load_key
-from edge.cloud.sim_client import CloudClient
+from edge.sim.cloud import add_cli, load_key
+from edge.sim.cloud_client import CloudClient
 from edge.tokens import TokenClaims, TrustPolicy, verify_token
 from tests.support.broker import Broker
 from tests.support.cloud import GW, SITE, make_config, running_link, until

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.cloud.sim_client import CloudClient, mint_command
+from edge.sim.cloud_client import CloudClient, mint_command
 from edge.store import WhitelistStore
 from tests.support.broker import Broker
 from tests.support.cloud import GW, SITE, Signer, make_config, running_link, until

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.cloud.sim_client import CloudClient
+from edge.sim.cloud_client import CloudClient
 from tests.support.broker import Broker, TlsFiles, make_tls_files
 from tests.support.cloud import GW, SITE, make_config, running_link, until
 

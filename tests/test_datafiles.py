@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from edge.cloud.link import CloudLink
-from edge.cloud.sim_client import CloudClient
 from edge.config import Config
 from edge.datafiles import open_stores
 from edge.outbox import Outbox
+from edge.sim.cloud_client import CloudClient
 from edge.sim.relay_board import RelayBoardSim
 from edge.store import WhitelistStore
 from tests.support.broker import Broker

@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 from edge import supervise
-from edge.cli import run_gateway
 from edge.config import load_config
+from edge.runner import run_gateway
 from edge.sim.relay_board import RelayBoardSim
 from tests.support.gateway import Signer, free_port, gateway_config
 from tests.support.modbus import eventually

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.cloud.sim_client import CloudClient, Received, command_claims, load_entries
 from edge.config import Config
 from edge.ids import new_event_id
 from edge.model import Event
+from edge.sim.cloud_client import CloudClient, Received, command_claims, load_entries
 from edge.sim.demo_key import DEMO_KID, demo_private_key
 from edge.tokens import mint_token
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.cloud.sim_client import CloudClient, Received, command_claims, load_entries
+from edge.sim.cloud_client import CloudClient, Received, command_claims, load_entries
 from edge.tokens import b64url_encode, generate_keypair, mint_token, public_key_b64
 
 DEFAULT_KEY_FILE = "cloud-signing.key"
