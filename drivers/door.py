@@ -1,20 +1,23 @@
 """Door controller on a Modbus relay board: lock relay, door sensor, exit button.
 
-Config model here; the driver is below it.
+Config model here; the driver is below it. Registers itself as the `doors` section.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from drivers.modbus_bus import DeviceUnavailable, ModbusBus
-from edge.supervise import spawn as spawn_supervised
+from drivers.coalesce import Coalescer
+from drivers.device import Device, DeviceEnv, EventSpec, Grant
+from drivers.modbus_bus import DeviceUnavailable
+from drivers.registry import register_device
+from edge.engine import DeviceContext
 
 log = structlog.get_logger(__name__)
 
@@ -48,66 +51,13 @@ InputCallback = Callable[[str, str, bool], None]
 FLASH_ON_BASE = 0x0200
 
 
-class Coalescer:
-    """Runs one async action for many callers: at most one run in flight and one queued.
-
-    A caller waits for a run that *started after* its call, so it sees its own effect (the release it
-    asked for reached the board) and its failure; a flood of a thousand callers costs two runs, not a
-    thousand queued writes that would go on opening the door long after the flood stopped.
-    """
-
-    def __init__(self, action: Callable[[], Awaitable[None]], name: str) -> None:
-        self._action = action
-        self._name = name
-        self._pending: asyncio.Future[None] | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def __call__(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._pending is None:
-            self._pending = loop.create_future()
-            self._pending.add_done_callback(_retrieve)
-            if self._task is None or self._task.done():
-                self._task = loop.create_task(self._drain(), name=self._name)
-        # shield: one caller giving up (its own timeout) must not cancel the write the others wait for
-        await asyncio.shield(self._pending)
-
-    async def _drain(self) -> None:
-        while self._pending is not None:
-            fut, self._pending = self._pending, None
-            try:
-                await self._action()
-            except asyncio.CancelledError:
-                if not fut.done():
-                    fut.set_exception(DeviceUnavailable("stopped"))
-                raise
-            except Exception as exc:
-                if not fut.done():
-                    fut.set_exception(exc)
-            else:
-                if not fut.done():
-                    fut.set_result(None)
-
-    def cancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        if self._pending is not None and not self._pending.done():
-            self._pending.set_exception(DeviceUnavailable("stopped"))
-        self._pending = None
-
-
-def _retrieve(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled():
-        fut.exception()  # retrieved: no "exception was never retrieved" when every waiter gave up
-
-
 class DoorLocked(DeviceUnavailable):
     """pulse() refused because the door is in 'lock' mode (a lockdown opens nothing).
 
     Subclasses DeviceUnavailable so a caller that only knows that error still fails safe."""
 
 
-class Door:
+class Door(Device):
     """One door on a relay board: releases the lock, follows the mode, reports its inputs.
 
     Safety rules: the lock coil is switched off at start-up and at shutdown whatever the mode, a pulse
@@ -119,15 +69,19 @@ class Door:
     queued however many grants arrive.
     """
 
-    def __init__(self, door_id: str, cfg: DoorConfig, bus: ModbusBus) -> None:
+    kind = "door"
+    actions = frozenset({"open", "hold_open", "lock", "normal"})
+
+    def __init__(self, door_id: str, cfg: DoorConfig, env: DeviceEnv) -> None:
+        super().__init__(door_id, cfg, env)
         self.door_id = door_id
-        self.cfg = cfg
-        self.bus = bus
+        self.cfg: DoorConfig = cfg
+        self.bus = env.buses[cfg.bus]
         self._mode: DoorMode = "normal"
+        self._fire = False  # fire linkage: the lock is held released whatever the mode
         self._callbacks: list[InputCallback] = []
         self._pulse_until = 0.0
         self._closer: asyncio.Task[None] | None = None
-        self._poller: asyncio.Task[None] | None = None
         self._reassert: asyncio.Task[None] | None = None
         self._running = False
         self._door_open: bool | None = None
@@ -144,6 +98,19 @@ class Door:
     @property
     def online(self) -> bool:
         return self.bus.is_online(self.cfg.device_id)
+
+    @property
+    def error(self) -> str | None:
+        return None if self.online else self.bus.device_error(self.cfg.device_id) or "offline"
+
+    def context(self, key: str | None = None) -> DeviceContext:
+        return DeviceContext(self.door_id, self.cfg.zone, self._mode, self.online)
+
+    def units(self) -> set[tuple[str, int]]:
+        return {(self.cfg.bus, self.cfg.device_id)}
+
+    def status(self) -> dict[str, Any]:
+        return {"kind": self.kind, "mode": self._mode, "fire": self._fire, "open": self._door_open}
 
     def actuation_timeout_s(self) -> float:
         """The longest a grant may wait for its release to reach the board before it counts as failed:
@@ -162,28 +129,35 @@ class Door:
         so a button held or a door open at boot is not taken as an event."""
         self._callbacks.append(cb)
 
-    async def start(self) -> None:
+    async def start(self, *, fire: bool = False) -> None:
+        """Lock coil off (locked), or held released when a fire is already on at start-up."""
         self.bus.register_device(self.cfg.device_id)
         self.bus.on_status(self._on_status)
         self._running = True
+        self._fire = fire
         try:
-            await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, False)
+            await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, fire)
         except DeviceUnavailable as exc:
             # Retried by _on_status when the board answers again.
             self._log.warning("door_initial_lock_failed", error=str(exc))
-        if self.cfg.door_sensor_input is not None or self.cfg.exit_button_input is not None:
-            self._poller = spawn_supervised(f"door-{self.door_id}-poll", self._poll)
-        self._log.info("door_started", mode=self._mode)
+        inputs, unit = self.env.inputs, self.cfg.device_id
+        if self.cfg.door_sensor_input is not None:
+            inputs.watch(self.cfg.bus, unit, self.cfg.door_sensor_input, self._sensor)
+        if self.cfg.exit_button_input is not None:
+            inputs.watch(self.cfg.bus, unit, self.cfg.exit_button_input, self._exit_button)
+        self._log.info("door_started", mode=self._mode, fire=fire)
 
     async def stop(self) -> None:
-        """Stop polling and switch the lock coil off (also in hold_open). Call before the bus stops."""
+        """Switch the lock coil off (also in hold_open and under fire: shutdown releases nothing; a
+        fire state is kept by the fire linkage and applied again at the next start). Call before the
+        bus stops."""
         self._running = False
-        for task in (self._poller, self._closer, self._reassert):
+        for task in (self._closer, self._reassert):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._poller = self._closer = self._reassert = None
+        self._closer = self._reassert = None
         self._write_on.cancel()
         self._pulse_until = self._flash_until = 0.0
         self._coil_on = False
@@ -193,8 +167,36 @@ class Door:
             self._log.error("door_final_lock_failed", error=str(exc))
         self._log.info("door_stopped")
 
+    # --- the Device interface -------------------------------------------------------------
+    async def grant(self, grant: Grant) -> None:
+        await self.pulse()
+
+    async def act(self, action: str, args: Mapping[str, Any]) -> str | None:
+        if action == "open":
+            if not self.online:
+                return "device_unavailable"
+            await self.pulse()
+            return None
+        if action in ("hold_open", "lock", "normal"):
+            await self.set_mode(action)  # type: ignore[arg-type]
+            return None
+        return "unsupported"
+
+    async def fire(self, active: bool) -> None:
+        """Fire: the lock is held released (overriding lock and hold_open); cleared: the mode again."""
+        self._fire = active
+        self._log.warning("door_fire_release" if active else "door_fire_restore", mode=self._mode)
+        if active:
+            await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, True)
+            self._coil_on = True
+            return
+        self._pulse_until = 0.0
+        await self._apply_mode()
+
     async def pulse(self) -> None:
         """Release the lock for ``pulse_ms``. Raises DeviceUnavailable (DoorLocked in 'lock' mode)."""
+        if self._fire:
+            return  # held released by the fire linkage
         if self._mode == "lock":
             raise DoorLocked("door_locked")
         if self._mode == "hold_open":
@@ -239,6 +241,8 @@ class Door:
             raise ValueError(f"unknown door mode {mode!r}")
         self._mode = mode
         self._log.info("door_mode", mode=mode)
+        if self._fire:
+            return  # kept for when the fire clears; the lock stays released meanwhile
         if mode == "hold_open":
             await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, True)
             self._coil_on = self._mode == "hold_open"
@@ -255,6 +259,8 @@ class Door:
         return self._pulse_until > asyncio.get_running_loop().time()
 
     def _wanted_on(self) -> bool:
+        if self._fire:
+            return True
         return self._mode == "hold_open" or (self._mode == "normal" and self._pulse_active())
 
     async def _close_later(self) -> None:
@@ -264,7 +270,7 @@ class Door:
             if delay > 0:
                 await asyncio.sleep(delay)
                 continue
-            if self._mode == "hold_open":
+            if self._mode == "hold_open" or self._fire:
                 return
             self._coil_on = False  # before the write: a pulse meanwhile must send its own on
             try:
@@ -283,7 +289,7 @@ class Door:
             self._reassert = asyncio.get_running_loop().create_task(self._apply_mode())
 
     async def _apply_mode(self) -> None:
-        if self.cfg.pulse_mode == "flash" and self._mode == "normal":
+        if self.cfg.pulse_mode == "flash" and self._mode == "normal" and not self._fire:
             want = False
         else:
             want = self._wanted_on()
@@ -295,29 +301,30 @@ class Door:
         except DeviceUnavailable as exc:
             self._log.warning("door_reassert_failed", error=str(exc))
 
-    async def _poll(self) -> None:
-        addrs = [a for a in (self.cfg.door_sensor_input, self.cfg.exit_button_input) if a is not None]
-        lo, count = min(addrs), max(addrs) - min(addrs) + 1
-        while True:
-            try:
-                bits = await self.bus.read_discrete_inputs(self.cfg.device_id, lo, count)
-            except DeviceUnavailable:
-                pass  # the bus tracks health and logs; keep polling at the normal pace
-            else:
-                self._inputs(bits, lo)
-            await asyncio.sleep(self.bus.poll_interval_s)
+    def _sensor(self, value: bool, first: bool) -> None:
+        is_open = value != self.cfg.door_sensor_closed_when
+        changed = self._door_open is not None and is_open != self._door_open and not first
+        self._door_open = is_open
+        if changed:
+            self._emit("door_sensor", is_open)
 
-    def _inputs(self, bits: list[bool], lo: int) -> None:
-        if self.cfg.door_sensor_input is not None:
-            is_open = bits[self.cfg.door_sensor_input - lo] != self.cfg.door_sensor_closed_when
-            if self._door_open is not None and is_open != self._door_open:
-                self._emit("door_sensor", is_open)
-            self._door_open = is_open
-        if self.cfg.exit_button_input is not None:
-            pressed = bits[self.cfg.exit_button_input - lo]
-            if self._button is not None and pressed != self._button:
-                self._emit("exit_button", pressed)
-            self._button = pressed
+    def _exit_button(self, pressed: bool, first: bool) -> None:
+        changed = self._button is not None and pressed != self._button and not first
+        self._button = pressed
+        if not changed:
+            return  # a button held at boot is not a press
+        self._emit("exit_button", pressed)
+        if pressed and self._running:
+            self.env.emit(EventSpec(self.door_id, "button", "granted", "ok", credential="exit"))
+            asyncio.get_running_loop().create_task(self._exit_open())
+
+    async def _exit_open(self) -> None:
+        try:
+            async with asyncio.timeout(self.actuation_timeout_s()):
+                await self.pulse()
+        except Exception as exc:
+            self._log.error("exit_open_failed", error=str(exc) or type(exc).__name__)
+            self.env.emit(EventSpec(self.door_id, "button", "denied", "device_unavailable", credential="exit"))
 
     def _emit(self, kind: str, value: bool) -> None:
         self._log.info("door_input", kind=kind, value=value)
@@ -326,3 +333,6 @@ class Door:
                 cb(self.door_id, kind, value)
             except Exception:
                 self._log.exception("door_input_callback_failed", kind=kind)
+
+
+register_device("doors", DoorConfig, Door)

@@ -16,7 +16,9 @@ import serial
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.model import Presentation
+from drivers.reader import Reader, ReaderEnv
+from drivers.registry import register_reader
+from edge.model import Method, Presentation
 from edge.normalize import BadCredential, normalize_card
 
 log = structlog.get_logger(__name__)
@@ -124,7 +126,7 @@ def decode_line(raw: bytes) -> str:
     return text
 
 
-class SerialReader:
+class SerialReader(Reader):
     """One line-oriented serial reader: frames lines, turns them into Presentations, survives unplugs.
 
     Reads with the loop's ``add_reader`` on the port's fd (no thread, no polling): the bytes are
@@ -157,6 +159,10 @@ class SerialReader:
     @property
     def online(self) -> bool:
         return self._fd is not None
+
+    @property
+    def method(self) -> Method:
+        return "qr" if self.cfg.content == "qr" else "nfc"
 
     def on_status(self, cb: Callable[[str, bool, str | None], None]) -> None:
         """Register ``cb(reader_id, online, error)``; called on every change of (online, error)."""
@@ -319,3 +325,10 @@ def _reason(exc: BaseException) -> str:
     if isinstance(errno_, int) and errno_ in errno.errorcode:
         return f"{errno.errorcode[errno_]}: {getattr(exc, 'strerror', None) or exc}"
     return str(exc) or type(exc).__name__
+
+
+def _build(reader_id: str, cfg: SerialReaderConfig, env: ReaderEnv) -> SerialReader:
+    return SerialReader(reader_id, cfg, env.present, env.reject)
+
+
+register_reader("serial", SerialReaderConfig, _build)

@@ -5,15 +5,23 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from drivers.door import DoorConfig
 from drivers.modbus import BusConfig
-from drivers.serial_reader import SerialReaderConfig
+from drivers.registry import DEVICE_KINDS, READER_TYPES, SECTIONS, load_drivers
 from edge.yaml_load import Lines, YamlProblem, load_yaml
 
 MAX_BYTES = 256 * 1024  # a gateway config is a few KB; past this it is a wrong file, not a config
@@ -112,27 +120,66 @@ class MqttSection(_Strict):
     inflight: int = Field(20, ge=1, le=1000, description="event messages awaiting PUBACK at once")
 
 
-ReaderConfig = Annotated[SerialReaderConfig, Field(discriminator="type")]
+class ConfigBase(_Strict):
+    """The core sections. Device, reader and extra sections come from the driver registry: the
+    ``Config`` model below is built from it, so this file names no device kind."""
 
-
-class Config(_Strict):
     gateway: GatewaySection
     trust: TrustSection = Field(default_factory=TrustSection)
     buses: dict[str, BusConfig] = Field(default_factory=dict)
-    doors: dict[str, DoorConfig] = Field(default_factory=dict)
-    readers: dict[str, ReaderConfig] = Field(default_factory=dict)
     outbox: OutboxSection = Field(default_factory=OutboxSection)
     mqtt: MqttSection | None = None
     log: dict[str, Any] = Field(default_factory=dict)
 
+    # --- what the app and the CLI ask of any config --------------------------------------
+    def devices(self) -> Iterator[tuple[str, str, Any]]:
+        """(section, device id, config model) of every device of every registered kind."""
+        for section in DEVICE_KINDS:
+            for dev_id, dev in (getattr(self, section, None) or {}).items():
+                yield section, dev_id, dev
+
+    def reader_models(self) -> dict[str, Any]:
+        return dict(getattr(self, "readers", None) or {})
+
+    def section(self, name: str) -> Any:
+        """An extra section's model (e.g. ``fire``), None when absent."""
+        return getattr(self, name, None)
+
+    def reader_device(self) -> dict[str, str]:
+        """reader id -> device id (a reader serves exactly one device)."""
+        out: dict[str, str] = {}
+        for _section, dev_id, dev in self.devices():
+            for rid in getattr(dev, "readers", None) or ():
+                out[rid] = dev_id
+        return out
+
+    # --- cross-references, for every kind alike ------------------------------------------
     @model_validator(mode="after")
-    def _references(self) -> Config:
-        for did, door in self.doors.items():
-            if door.bus not in self.buses:
-                raise _RefError(("doors", did, "bus"), f"no bus {door.bus!r} in buses")
-            for i, rid in enumerate(door.readers):
-                if rid not in self.readers:
-                    raise _RefError(("doors", did, "readers", i), f"no reader {rid!r} in readers")
+    def _references(self) -> ConfigBase:
+        seen: dict[str, tuple[Any, ...]] = {}
+        serving: dict[str, tuple[Any, ...]] = {}
+        readers = self.reader_models()
+        for section, dev_id, dev in self.devices():
+            loc = (section, dev_id)
+            if dev_id in seen:
+                msg = f"device id {dev_id!r} is already used by {_key_text(seen[dev_id])}"
+                raise _RefError(loc, msg, other=seen[dev_id])
+            seen[dev_id] = loc
+            for key, bus in _bus_refs(dev):
+                if bus not in self.buses:
+                    raise _RefError((*loc, *key), f"no bus {bus!r} in buses")
+            for i, rid in enumerate(getattr(dev, "readers", None) or ()):
+                if rid not in readers:
+                    raise _RefError((*loc, "readers", i), f"no reader {rid!r} in readers")
+                if rid in serving:
+                    msg = f"reader {rid!r} already serves {_key_text(serving[rid][:2])}"
+                    raise _RefError((*loc, "readers", i), msg, other=serving[rid])
+                serving[rid] = (*loc, "readers", i)
+        for name in SECTIONS:
+            sec = self.section(name)
+            for key, bus in _bus_refs(sec) if sec is not None else []:
+                if bus not in self.buses:
+                    raise _RefError((name, *key), f"no bus {bus!r} in buses")
         self._one_driver_per_output()
         return self
 
@@ -140,26 +187,42 @@ class Config(_Strict):
         """Two devices on one relay output would cut each other's release: refuse, in every device
         section (any dict of models that list their `outputs()`), not only doors."""
         driven: dict[tuple[str, int, int], tuple[Any, ...]] = {}
-        for section in type(self).model_fields:
-            devices = getattr(self, section)
-            if not isinstance(devices, dict):
-                continue
-            for dev_id, dev in devices.items():
-                outputs = getattr(dev, "outputs", None)
-                for bus, unit, coil, key in outputs() if callable(outputs) else []:
-                    loc = (section, dev_id, key)
-                    first = driven.setdefault((bus, unit, coil), loc)
-                    if first != loc:
-                        msg = f"relay bus {bus!r} unit {unit} coil {coil} is already driven by {_key_text(first)}"
-                        raise _RefError(loc, msg, other=first)
+        for section, dev_id, dev in self.devices():
+            outputs = getattr(dev, "outputs", None)
+            for bus, unit, coil, key in outputs() if callable(outputs) else []:
+                loc = (section, dev_id, *(key if isinstance(key, tuple) else (key,)))
+                first = driven.setdefault((bus, unit, coil), loc)
+                if first != loc:
+                    msg = f"relay bus {bus!r} unit {unit} coil {coil} is already driven by {_key_text(first)}"
+                    raise _RefError(loc, msg, other=first)
 
-    def reader_door(self) -> dict[str, str]:
-        """reader id -> door id (a reader opens exactly one door)."""
-        out: dict[str, str] = {}
-        for did, door in self.doors.items():
-            for rid in door.readers:
-                out[rid] = did
-        return out
+
+def _bus_refs(model: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """(key path, bus id) of every bus a model names: its own ``bus_refs()`` or its ``bus`` field."""
+    refs = getattr(model, "bus_refs", None)
+    if callable(refs):
+        return list(refs())
+    bus = getattr(model, "bus", None)
+    return [(("bus",), bus)] if isinstance(bus, str) else []
+
+
+def _build_config_model() -> type[ConfigBase]:
+    """``Config``: the core sections plus one per registered device kind, reader type and section."""
+    load_drivers()
+    fields: dict[str, Any] = {}
+    for kind in DEVICE_KINDS.values():
+        fields[kind.section] = (dict[str, kind.model], Field(default_factory=dict))  # type: ignore[name-defined]
+    models = tuple(r.model for r in READER_TYPES.values())
+    if models:
+        union = models[0] if len(models) == 1 else Union[models]  # noqa: UP007 - a runtime tuple
+        reader = Annotated[union, Field(discriminator="type")]  # type: ignore[valid-type]
+        fields["readers"] = (dict[str, reader], Field(default_factory=dict))  # type: ignore[valid-type]
+    for sec in SECTIONS.values():
+        fields[sec.name] = (sec.model | None, None)
+    return create_model("Config", __base__=ConfigBase, **fields)
+
+
+Config = _build_config_model()
 
 
 class _RefError(ValueError):
@@ -199,7 +262,8 @@ def _line_for(loc: tuple[Any, ...], lines: Lines) -> int | None:
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     # pydantic adds the union tag (e.g. 'modbus_rtu') into the location: drop what is not in the YAML.
-    return tuple(p for p in loc if not (isinstance(p, str) and p in {"modbus_rtu", "modbus_tcp", "serial"}))
+    tags = {"modbus_rtu", "modbus_tcp", *READER_TYPES}
+    return tuple(p for p in loc if not (isinstance(p, str) and p in tags))
 
 
 def _key_text(loc: tuple[Any, ...]) -> str:
@@ -236,7 +300,7 @@ def parse_config(text: str, path: Path) -> Config:
         raise ConfigError(path, problems) from None
     if not cfg.gateway.data_dir.is_absolute():
         cfg.gateway.data_dir = (path.parent / cfg.gateway.data_dir).resolve()
-    for reader in cfg.readers.values():
+    for reader in cfg.reader_models().values():
         if hasattr(reader, "port") and not Path(reader.port).is_absolute():
             reader.port = os.path.abspath(path.parent / reader.port)  # never follow links: udev's move
     for bus in cfg.buses.values():

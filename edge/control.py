@@ -32,10 +32,10 @@ async def _handle(gw: Gateway, req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "status": gw.status()}
     if cmd == "open":
         door = req.get("door")
-        if not isinstance(door, str) or door not in gw.doors:
+        if not isinstance(door, str) or door not in gw.devices:
             return {"ok": False, "error": "unknown_target"}
         by = str(req.get("by") or "local")
-        err = await gw.remote_open(door, by)
+        err = await gw.act(door, "open", {"by": by})
         gw.record(
             gw.make_event(
                 door,

@@ -6,31 +6,26 @@ The cloud link only sees these: it never reaches into drivers, so a transport ca
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from edge.model import Event
-
-DoorMode = Literal["normal", "hold_open", "lock"]
 
 
 class GateControl(Protocol):
     """What the running gateway offers to remote commands and health reporting."""
 
     def targets(self) -> set[str]:
-        """Device ids a command may name (doors today; barriers, elevators later)."""
+        """Ids a command may name: every device (door, barrier, elevator...) and service (fire)."""
         ...
 
     def supports(self, target: str, action: str) -> bool:
         """Whether ``target`` can do ``action`` (e.g. a door cannot do elevator_call)."""
         ...
 
-    async def remote_open(self, target: str, by: str | None) -> str | None:
-        """Pulse the target open. Returns None on success or an error code (device_unavailable...)."""
-        ...
-
-    async def set_mode(self, target: str, mode: DoorMode) -> str | None:
-        """Switch a door's mode. Returns None or an error code."""
+    async def act(self, target: str, action: str, args: Mapping[str, Any]) -> str | None:
+        """Run a remote action (open, hold_open, lock, normal, elevator_call, elevator_grant) on a
+        device or service. ``args``: ``floor``, ``floors``, ``seconds``, ``by``. None or an error code."""
         ...
 
     def device_health(self) -> dict[str, dict[str, object]]:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,3 +12,12 @@ from tests.support.ptys import PtyPair
 def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
     with PtyPair(tmp_path, "line") as pair:
         yield pair
+
+
+@pytest.fixture(autouse=True)
+async def _stop_input_hubs() -> AsyncIterator[None]:
+    """Input hubs made by tests/support/devices.env_for poll until stopped: stop them after each test."""
+    yield
+    from tests.support.devices import stop_hubs
+
+    await stop_hubs()

@@ -56,7 +56,7 @@ def test_good_config_and_relative_paths(tmp_path: Path) -> None:
     assert cfg.readers["r1"].port == str(tmp_path / "scanner")
     assert cfg.buses["rtu"].parity == "E"
     assert cfg.trust.max_lifetime_s.resident == 300 and cfg.trust.leeway_s == 5
-    assert cfg.mqtt is None and cfg.reader_door() == {"r1": "d1"}
+    assert cfg.mqtt is None and cfg.reader_device() == {"r1": "d1"}
 
 
 def test_errors_name_key_and_line(tmp_path: Path) -> None:

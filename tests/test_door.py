@@ -13,6 +13,7 @@ from drivers.door import Door, DoorConfig, DoorLocked
 from drivers.modbus import ModbusRtuBusConfig, ModbusTcpBusConfig
 from drivers.modbus_bus import COIL_OFF, COIL_ON, DeviceUnavailable, ModbusBus
 from edge.sim.relay_board import RelayBoardSim
+from tests.support.devices import env_for
 from tests.support.modbus import eventually, free_port, rtu_board, tcp_board
 from tests.support.ptys import PtyPair
 
@@ -55,7 +56,7 @@ async def tcp_setup() -> AsyncIterator[tuple[RelayBoardSim, ModbusBus]]:
 
 async def test_coil_pulse_over_tcp(tcp_setup: tuple[RelayBoardSim, ModbusBus]) -> None:
     sim, bus = tcp_setup
-    door = Door("d1", door_cfg(), bus)
+    door = Door("d1", door_cfg(), env_for(bus))
     await door.start()
     try:
         await door.pulse()
@@ -70,7 +71,7 @@ async def test_second_pulse_extends_instead_of_closing_early(
     tcp_setup: tuple[RelayBoardSim, ModbusBus],
 ) -> None:
     sim, bus = tcp_setup
-    door = Door("d1", door_cfg(pulse_ms=300), bus)
+    door = Door("d1", door_cfg(pulse_ms=300), env_for(bus))
     await door.start()
     try:
         await door.pulse()
@@ -90,7 +91,7 @@ async def test_coil_pulse_over_rtu(pty_pair: PtyPair) -> None:
         cfg = ModbusRtuBusConfig.model_validate({"type": "modbus_rtu", "port": str(pty_pair.b), **FAST})
         bus = ModbusBus("b0", cfg)
         await bus.start()
-        door = Door("d1", door_cfg(), bus)
+        door = Door("d1", door_cfg(), env_for(bus))
         try:
             await door.start()
             await door.pulse()
@@ -104,7 +105,7 @@ async def test_coil_pulse_over_rtu(pty_pair: PtyPair) -> None:
 
 async def test_flash_pulse_board_switches_itself_off(tcp_setup: tuple[RelayBoardSim, ModbusBus]) -> None:
     sim, bus = tcp_setup
-    door = Door("d1", door_cfg(pulse_mode="flash", pulse_ms=300, lock_coil=5), bus)
+    door = Door("d1", door_cfg(pulse_mode="flash", pulse_ms=300, lock_coil=5), env_for(bus))
     await door.start()
     try:
         await door.pulse()
@@ -122,7 +123,7 @@ async def test_start_forces_lock_off_and_stop_switches_off_in_hold_open(
 ) -> None:
     sim, bus = tcp_setup
     sim.set_coil(1, 2, True)  # left on by a previous run / board power-up state
-    door = Door("d1", door_cfg(), bus)
+    door = Door("d1", door_cfg(), env_for(bus))
     await door.start()
     assert not sim.coil(1, 2)
 
@@ -137,7 +138,7 @@ async def test_start_forces_lock_off_and_stop_switches_off_in_hold_open(
 
 async def test_modes(tcp_setup: tuple[RelayBoardSim, ModbusBus]) -> None:
     sim, bus = tcp_setup
-    door = Door("d1", door_cfg(), bus)
+    door = Door("d1", door_cfg(), env_for(bus))
     await door.start()
     try:
         await door.set_mode("hold_open")
@@ -158,7 +159,8 @@ async def test_modes(tcp_setup: tuple[RelayBoardSim, ModbusBus]) -> None:
 async def test_inputs_reported_on_change(tcp_setup: tuple[RelayBoardSim, ModbusBus]) -> None:
     sim, bus = tcp_setup
     sim.set_input(1, 0, True)  # door contact: closed
-    door = Door("d1", door_cfg(door_sensor_input=0, exit_button_input=3), bus)
+    env = env_for(bus)
+    door = Door("d1", door_cfg(door_sensor_input=0, exit_button_input=3), env)
     seen: list[tuple[str, str, bool]] = []
     door.on_input(lambda d, kind, v: seen.append((d, kind, v)))
     await door.start()
@@ -175,7 +177,8 @@ async def test_inputs_reported_on_change(tcp_setup: tuple[RelayBoardSim, ModbusB
             ("d1", "exit_button", False),
             ("d1", "door_sensor", True),
         ]
-        assert values(sim) == [COIL_OFF]  # the driver reports the button, it does not open the door
+        assert COIL_ON in values(sim)  # the exit button opens the door...
+        assert [(e.method, e.result, e.reason) for e in env.events] == [("button", "granted", "ok")]
     finally:
         await door.stop()
 
@@ -186,8 +189,8 @@ async def test_dead_door_beside_live_one_on_rtu(pty_pair: PtyPair) -> None:
         cfg = ModbusRtuBusConfig.model_validate({"type": "modbus_rtu", "port": str(pty_pair.b), **FAST})
         bus = ModbusBus("b0", cfg)
         await bus.start()
-        live = Door("live", door_cfg(pulse_ms=100), bus)
-        dead = Door("dead", door_cfg(device_id=2, exit_button_input=0), bus)
+        live = Door("live", door_cfg(pulse_ms=100), env_for(bus))
+        dead = Door("dead", door_cfg(device_id=2, exit_button_input=0), env_for(bus))
         try:
             await live.start()
             await dead.start()  # must not raise: the unit is reported, not fatal
@@ -222,7 +225,7 @@ async def test_tcp_board_goes_away_and_comes_back() -> None:
     port = free_port()
     cfg = ModbusTcpBusConfig.model_validate({"type": "modbus_tcp", "host": "127.0.0.1", "port": port, **FAST})
     bus = ModbusBus("b0", cfg)
-    door = Door("d1", door_cfg(exit_button_input=0), bus)  # polling notices the outage
+    door = Door("d1", door_cfg(exit_button_input=0), env_for(bus))  # polling notices the outage
     changes: list[bool] = []
     bus.on_status(lambda d, online, err: changes.append(online))
     try:

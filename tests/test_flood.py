@@ -117,7 +117,7 @@ async def test_card_flood_writes_a_bounded_number_of_pulses(tmp_path: Path, puls
         assert len(ons) * 20 < grants, f"{len(ons)} relay writes for {grants} grants: per-door work unbounded"
         assert not board.coil(1, 0), "the door stayed released after the flood"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
+        assert await asyncio.to_thread(proc.wait, 20) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -59,7 +59,7 @@ async def rig(tmp_path: Path):  # type: ignore[no-untyped-def]
         gw = Gateway(load_config(cfg_path))
         try:
             await gw.start()
-            await wait_for(lambda: all(r.online for r in gw.readers.values()) and gw.doors["north-gate"].online)
+            await wait_for(lambda: all(r.online for r in gw.readers.values()) and gw.devices["north-gate"].online)
             fds = {
                 "qr": os.open(scanner.a, os.O_RDWR | os.O_NOCTTY),
                 "card": os.open(cards.a, os.O_RDWR | os.O_NOCTTY),
@@ -154,18 +154,18 @@ async def test_cards_against_the_whitelist(rig) -> None:  # type: ignore[no-unty
 
 async def test_remote_open_and_hold_open_through_gate_control(rig) -> None:  # type: ignore[no-untyped-def]
     gw, board, signer, fds, data = rig
-    assert await gw.remote_open("north-gate", "guard") is None
+    assert await gw.act("north-gate", "open", {"by": "guard"}) is None
     await wait_for(lambda: len(flash_writes(board)) == 1)
-    assert await gw.remote_open("nowhere", None) == "unknown_target"
-    assert await gw.set_mode("north-gate", "hold_open") is None
+    assert await gw.act("nowhere", "open", {}) == "unknown_target"
+    assert await gw.act("north-gate", "hold_open", {}) is None
     await wait_for(lambda: board.coil(1, 0))
-    assert await gw.set_mode("north-gate", "normal") is None
+    assert await gw.act("north-gate", "normal", {}) is None
     await wait_for(lambda: not board.coil(1, 0))
 
 
 async def test_stop_switches_the_lock_off(rig) -> None:  # type: ignore[no-untyped-def]
     gw, board, signer, fds, data = rig
-    await gw.set_mode("north-gate", "hold_open")
+    await gw.act("north-gate", "hold_open", {})
     await wait_for(lambda: board.coil(1, 0))
     await gw.stop()
     assert not board.coil(1, 0)

@@ -128,7 +128,7 @@ async def test_dead_log_reader_then_a_modbus_failure_keeps_the_door_working(tmp_
                 break
         assert flash_writes(rig.board) > before, "no request reached the board after the failure"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        assert await asyncio.to_thread(proc.wait, 15) == 0
         last = rig.board.writes_to(1)[-1]
         assert (last.address, last.value) == (0, 0), f"shutdown left the lock as it was: {last}"
     finally:
@@ -149,7 +149,7 @@ async def test_dead_log_reader_sigterm_exits_zero(tmp_path: Path) -> None:
         assert await eventually(lambda: len(outbox_events(rig.data)) > granted)
         await asyncio.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        assert await asyncio.to_thread(proc.wait, 15) == 0
     finally:
         _finish(proc)
         await rig.close()
@@ -167,7 +167,7 @@ async def test_stderr_on_a_full_disk_runs_and_exits_zero(tmp_path: Path) -> None
         rig.show("full-disk")
         assert await eventually(lambda: flash_writes(rig.board) > before)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        assert await asyncio.to_thread(proc.wait, 15) == 0
     finally:
         _finish(proc)
         await rig.close()

@@ -48,7 +48,7 @@ async def test_every_stderr_line_is_json_while_a_unit_is_silent(tmp_path: Path) 
             os.close(fd)
             await asyncio.sleep(0.5)
             proc.send_signal(signal.SIGTERM)
-            assert proc.wait(15) == 0
+            assert await asyncio.to_thread(proc.wait, 15) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -77,7 +77,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             )
             await gw.start()
             assert await eventually(
-                lambda: all(r.online for r in gw.readers.values()) and gw.doors["north-gate"].online
+                lambda: all(r.online for r in gw.readers.values()) and gw.devices["north-gate"].online
             )
             fds = {
                 "qr-north": os.open(qr.a, os.O_RDWR | os.O_NOCTTY),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ from edge.config import Config
 from edge.ids import new_event_id
 from edge.model import Event
 from edge.outbox import Outbox
-from edge.ports import DoorMode
 from edge.store import WhitelistStore
 from edge.tokens import generate_keypair
 
@@ -49,6 +48,7 @@ class RecordingGate:
         self.outbox = outbox
         self.opens: list[tuple[str, str | None]] = []
         self.modes: list[tuple[str, str]] = []
+        self.lift: list[tuple[str, str, dict[str, Any]]] = []
         self.trust_reloads = 0
         self.health: dict[str, dict[str, object]] = {d: {"online": True, "error": None} for d in DOORS}
         self._cbs: list[Callable[[str, bool, str | None], None]] = []
@@ -63,14 +63,15 @@ class RecordingGate:
             return action in ("elevator_call", "elevator_grant")
         return action in ("open", "hold_open", "lock", "normal")
 
-    async def remote_open(self, target: str, by: str | None) -> str | None:
-        self.opens.append((target, by))
-        if self.open_delay:
-            await asyncio.sleep(self.open_delay)
-        return None
-
-    async def set_mode(self, target: str, mode: DoorMode) -> str | None:
-        self.modes.append((target, mode))
+    async def act(self, target: str, action: str, args: Mapping[str, Any]) -> str | None:
+        if action == "open":
+            self.opens.append((target, args.get("by")))
+            if self.open_delay:
+                await asyncio.sleep(self.open_delay)
+        elif action in ("hold_open", "lock", "normal"):
+            self.modes.append((target, action))
+        else:
+            self.lift.append((target, action, dict(args)))
         return None
 
     def device_health(self) -> dict[str, dict[str, object]]:

@@ -41,10 +41,10 @@ class CommandContext:
 Action = Callable[[CommandContext, CommandClaims], Awaitable[str | None]]
 
 ACTIONS: dict[str, Action] = {
-    "open": door.open_,
-    "hold_open": door.set_mode,
-    "lock": door.set_mode,
-    "normal": door.set_mode,
+    "open": door.run,
+    "hold_open": door.run,
+    "lock": door.run,
+    "normal": door.run,
     "elevator_call": elevator.run,
     "elevator_grant": elevator.run,
     "sync": sync.run,

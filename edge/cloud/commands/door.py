@@ -1,4 +1,5 @@
-"""Door / barrier commands: open (a pulse) and the door modes hold_open, lock, normal."""
+"""`open` (a door or a barrier) and the door modes `hold_open`, `lock`, `normal` (also the manual
+reset of a fire when addressed to the `fire` target): dispatched to the target's Device.act."""
 
 from __future__ import annotations
 
@@ -10,12 +11,5 @@ if TYPE_CHECKING:
     from edge.cloud.commands import CommandContext
 
 
-async def open_(ctx: CommandContext, c: CommandClaims) -> str | None:
-    return await ctx.gate.remote_open(c.target, c.by)
-
-
-async def set_mode(ctx: CommandContext, c: CommandClaims) -> str | None:
-    mode = c.act
-    if mode not in ("hold_open", "lock", "normal"):
-        return "unsupported"
-    return await ctx.gate.set_mode(c.target, mode)
+async def run(ctx: CommandContext, c: CommandClaims) -> str | None:
+    return await ctx.gate.act(c.target, c.act, {"by": c.by})

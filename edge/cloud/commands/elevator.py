@@ -1,5 +1,5 @@
-"""Elevator commands (elevator_call, elevator_grant): no elevator driver exists yet, so every
-elevator command is refused as ``unsupported`` rather than pretending to have done it."""
+"""`elevator_call` (`floor`: pulse that floor's hall call) and `elevator_grant` (`floors` for
+`seconds`): dispatched to the target's Device.act; a target that is no elevator refuses them."""
 
 from __future__ import annotations
 
@@ -12,4 +12,5 @@ if TYPE_CHECKING:
 
 
 async def run(ctx: CommandContext, c: CommandClaims) -> str | None:
-    return "unsupported"
+    args = {"floor": c.floor, "floors": c.floors, "seconds": c.seconds, "by": c.by}
+    return await ctx.gate.act(c.target, c.act, args)
