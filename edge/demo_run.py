@@ -108,7 +108,7 @@ async def run_demo(cfg: Config, once: bool, say: Say = print, cloud: DemoCloud |
     ok = True
     try:
         await _eventually(
-            lambda: all(d.online for d in gw.doors.values()) and all(r.online for r in gw.readers.values()),
+            lambda: all(d.online for d in gw.devices.values()) and all(r.online for r in gw.readers.values()),
             5,
         )
         if cloud is not None:
