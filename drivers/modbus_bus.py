@@ -21,60 +21,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 from pymodbus.pdu.bit_message import ReadCoilsRequest, ReadDiscreteInputsRequest
 
 from drivers.modbus import ModbusRtuBusConfig, ModbusTcpBusConfig
+from drivers.modbus_pdu import (
+    COIL_OFF,
+    COIL_ON,
+    DeviceUnavailable,
+    ModbusRequestError,
+    RawWriteCoil,
+    check_fc05_echo,
+    check_fc15_echo,
+    fc05_request,
+    fc15_request,
+    make_client,
+    reason,
+)
 
 log = structlog.get_logger(__name__)
-
-COIL_ON = 0xFF00
-COIL_OFF = 0x0000
 
 URGENT, PROBE, POLL = 0, 1, 2
 """Job priorities within a tier: lower runs first."""
 
 StatusCallback = Callable[[int, bool, "str | None"], None]
-
-
-class DeviceUnavailable(Exception):
-    """The device is offline or did not answer; ``str()`` is a short reason."""
-
-
-class ModbusRequestError(DeviceUnavailable):
-    """The device answered, but with a Modbus exception or a wrong echo (it is online; config error?)."""
-
-
-class RawWriteCoil(ModbusPDU):
-    """FC05 carrying any 16-bit value.
-
-    pymodbus' own WriteSingleCoilRequest reduces the value to a bool, but common relay boards use
-    FC05 to 0x0200+n with a time in 100 ms units ("flash"). Used for plain on/off writes too, so the
-    client decoder needs only this one FC05 class.
-    """
-
-    function_code = 5
-    rtu_frame_size = 8
-
-    def __init__(self, address: int = 0, value: int = 0, dev_id: int = 0, transaction_id: int = 0) -> None:
-        super().__init__(dev_id=dev_id, transaction_id=transaction_id, address=address)
-        self.value = value
-
-    def encode(self) -> bytes:
-        self.verifyAddress()
-        return struct.pack(">HH", self.address, self.value & 0xFFFF)
-
-    def decode(self, data: bytes) -> None:
-        self.address, self.value = struct.unpack(">HH", data[:4])
-        self.bits = [self.value == COIL_ON]
 
 
 class _Preempted(Exception):
@@ -193,15 +169,18 @@ class ModbusBus:
         self, device_id: int, address: int, raw_value: int, *, urgent: bool = True
     ) -> None:
         """FC05 with any 16-bit value (e.g. the relay-board flash command). Checks the echo."""
-        if not 0 <= raw_value <= 0xFFFF:
-            raise ValueError(f"FC05 value out of range: {raw_value}")
-        resp = await self._submit(
-            URGENT if urgent else POLL,
-            device_id,
-            lambda: RawWriteCoil(address=address, value=raw_value, dev_id=device_id),
-        )
-        if getattr(resp, "address", None) != address or getattr(resp, "value", None) != raw_value:
-            raise ModbusRequestError(f"bad echo for coil {address}")
+        request = fc05_request(device_id, address, raw_value)
+        resp = await self._submit(URGENT if urgent else POLL, device_id, request)
+        check_fc05_echo(resp, address, raw_value)
+
+    async def write_coils(
+        self, device_id: int, address: int, values: Sequence[bool], *, urgent: bool = True
+    ) -> None:
+        """FC15: ``values`` to the coils from ``address`` on, in one request (many relays of one board
+        switch together and cost one turn on the line). Scheduled and counted like write_coil."""
+        request = fc15_request(device_id, address, values)
+        resp = await self._submit(URGENT if urgent else POLL, device_id, request)
+        check_fc15_echo(resp, address, len(values))
 
     async def read_discrete_inputs(self, device_id: int, address: int, count: int) -> list[bool]:
         """FC02, queued behind actuation."""
@@ -216,33 +195,7 @@ class ModbusBus:
     # ---------------------------------------------------------------- internals
 
     def _make_client(self) -> AsyncModbusSerialClient | AsyncModbusTcpClient:
-        cfg = self.cfg
-        # retries=0: the worker retries, so a retry queues behind other devices' work; pymodbus' timeout
-        # is only a guard (the worker keeps its own). reconnect_delay=0: the worker reconnects on demand.
-        common = {"timeout": cfg.timeout, "retries": 0, "reconnect_delay": 0, "name": self.bus_id}
-        client: AsyncModbusSerialClient | AsyncModbusTcpClient
-        if isinstance(cfg, ModbusRtuBusConfig):
-            client = AsyncModbusSerialClient(
-                cfg.port,
-                baudrate=cfg.baud,
-                parity=cfg.parity,
-                stopbits=cfg.stopbits,
-                bytesize=cfg.bytesize,
-                trace_packet=self._trace_packet,
-                **common,  # type: ignore[arg-type]
-            )
-        else:
-            client = AsyncModbusTcpClient(
-                cfg.host,
-                port=cfg.port,
-                trace_packet=self._trace_packet,
-                **common,  # type: ignore[arg-type]
-            )
-        client.register(RawWriteCoil)
-        # pymodbus drops a TCP link after retries+3 unanswered requests; one dead unit behind a gateway
-        # must not cut off its neighbours, so that is disabled and device health is tracked here instead.
-        client.set_max_no_responses(1 << 30)
-        return client
+        return make_client(self.bus_id, self.cfg, self._trace_packet)
 
     async def _submit(self, priority: int, device_id: int, request: Callable[[], ModbusPDU]) -> ModbusPDU:
         if not self._running:
@@ -449,16 +402,7 @@ class ModbusBus:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, _StrayReply):
-        return str(exc)
-    if isinstance(exc, ModbusException):
-        text = str(exc)
-        if "No response" in text:
-            return "no response"
-        return text.split("]", 1)[-1].strip()[:80] or type(exc).__name__
-    return (str(exc) or type(exc).__name__)[:80]
+    return str(exc) if isinstance(exc, _StrayReply) else reason(exc)
 
 
 __all__ = [
@@ -469,4 +413,4 @@ __all__ = [
     "ModbusRequestError",
     "RawWriteCoil",
     "StatusCallback",
-]
+]  # COIL_*, DeviceUnavailable, ModbusRequestError and RawWriteCoil live in drivers/modbus_pdu.py

@@ -339,3 +339,35 @@ async def test_a_board_slower_than_probe_timeout_still_comes_back(pty_pair: PtyP
             assert await eventually(lambda: bus.is_online(1), timeout=5)
         finally:
             await bus.stop()
+
+
+# ------------------------------------------------------------ FC15: many coils in one request
+
+
+@pytest.mark.parametrize("transport", ["tcp", "rtu"])
+async def test_write_coils_is_one_fc15_request_with_write_coil_health(
+    transport: str, request: pytest.FixtureRequest
+) -> None:
+    async with two_units(transport, request, retries=1, offline_after=2) as (sim, bus):
+        sim.set_coil(1, 6, True)  # outside the span: FC15 leaves it alone
+        start = len(sim.requests)
+        await bus.write_coils(1, 2, [True, False, True, True])
+        assert [(r.device_id, r.function_code, r.address) for r in sim.requests[start:]] == [(1, 15, 2)]
+        assert [sim.coil(1, n) for n in range(8)] == [False, False, True, False, True, True, True, False]
+        assert {w.function_code for w in sim.writes_to(1)} == {5, 15}  # the FC05 of two_units, then FC15
+        assert [(w.address, w.on) for w in sim.writes if w.function_code == 15] == [
+            (2, True), (3, False), (4, True), (5, True)
+        ]  # fmt: skip
+        with pytest.raises(ModbusRequestError):
+            await bus.write_coils(1, 6, [True, True, True])  # past the 8 channels: an exception reply
+        assert bus.is_online(1)
+        with pytest.raises(ValueError):
+            await bus.write_coils(1, 0, [])  # refused before it reaches the line
+
+        sim.remove_device(2)  # a dead board: FC15 to it fails and counts towards offline like FC05
+        assert await fails(bus.write_coils(2, 0, [True, True]))
+        assert not bus.is_online(2)
+        with pytest.raises(DeviceUnavailable, match="offline"):
+            await bus.write_coils(2, 0, [True, True])
+        await bus.write_coils(1, 0, [True, True])  # the live board beside it is untouched
+        assert sim.coil(1, 0) and sim.coil(1, 1)
