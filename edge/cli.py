@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from drivers.registry import SECTIONS
 from edge.config import Config
 from edge.runner import load_config_or_exit as _load
 from edge.runner import read_entries as _read_entries
@@ -68,16 +69,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             else f"{bus.host}:{bus.port}"
         )
         print(f"  bus {bid}: {bus.type} {where}, timeout {bus.timeout}s, retries {bus.retries}")
-    for did, door in cfg.doors.items():
-        print(
-            f"  door {did}: zone {door.zone!r}, bus {door.bus} unit {door.device_id}, lock coil {door.lock_coil}"
-            f" ({door.pulse_mode} {door.pulse_ms} ms), readers {', '.join(door.readers) or 'none'}"
-        )
-    opened = cfg.reader_door()
-    for rid, r in cfg.readers.items():
-        print(
-            f"  reader {rid}: {r.type} {r.port} ({r.content}) -> door {opened.get(rid, 'NONE: opens nothing')}"
-        )
+    for section, dev_id, dev in cfg.devices():
+        print(f"  {section} {dev_id}: {_describe(dev)}")
+    served = cfg.reader_device()
+    for rid, r in cfg.reader_models().items():
+        print(f"  reader {rid}: {_describe(r)} -> {served.get(rid, 'NONE: opens nothing')}")
+    for name in SECTIONS:
+        sec = cfg.section(name)
+        if sec is not None:
+            print(f"  {name}: {_describe(sec)}")
     if cfg.mqtt is None:
         print("  cloud: none (offline mode: the gate decides locally; events wait in the outbox)")
     else:
@@ -89,6 +89,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(model: Any) -> str:
+    """One line about a device, reader or section: its own ``describe()``, else its set fields."""
+    describe = getattr(model, "describe", None)
+    if callable(describe):
+        return str(describe())
+    fields = model.model_dump(exclude_defaults=True, exclude_none=True)
+    return ", ".join(f"{k} {v}" for k, v in fields.items())
+
+
 def cmd_token_verify(args: argparse.Namespace) -> int:
     from edge.app import build_policy
     from edge.clock import ClockState
@@ -98,7 +107,7 @@ def cmd_token_verify(args: argparse.Namespace) -> int:
     from edge.tokens import TokenClaims, verify_token
 
     cfg = _load(args.config)
-    zone = args.zone or next((d.zone for d in cfg.doors.values()), "")
+    zone = args.zone or next((getattr(d, "zone", "") for _, _, d in cfg.devices()), "")
     db = cfg.gateway.data_dir / "whitelist.db"
     _data_dir(cfg)
     store = WhitelistStore(db)

@@ -112,7 +112,7 @@ def test_check_config_cli(tmp_path: Path) -> None:
         check=False,
     )
     assert ok.returncode == 0, ok.stderr
-    assert "door north-gate" in ok.stdout
+    assert "doors north-gate" in ok.stdout
     bad = write(tmp_path, GOOD.replace("device_id: 3", "device_id: 300"))
     out = subprocess.run(
         [sys.executable, "-m", "edge.cli", "check-config", "-c", str(bad)],
