@@ -23,7 +23,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,17 @@ __all__ = ["InvalidEntry", "WhitelistStore", "entry_from_wire", "entry_to_wire",
 log = structlog.get_logger(__name__)
 
 _SEEN_KEEP = 256  # snapshot ids remembered as started (to ignore their late or duplicate parts)
+
+EntriesListener = Callable[[Path, list[tuple[str, str]]], None]
+_entry_listeners: list[EntriesListener] = []
+
+
+def on_entries_changed(cb: EntriesListener) -> None:
+    """Call ``cb(store_path, [(kind, value), ...])`` after a delta that puts or deletes entries commits:
+    per-credential state kept elsewhere (a barrier's anti-passback, drivers/passback.py) is reset by it."""
+    if cb not in _entry_listeners:
+        _entry_listeners.append(cb)
+
 
 _FIELDS = "kind, value, subject, zones, floors, vfrom, vuntil, windows, blocked"
 _SLICE = 1000  # rows per JSON text when staging
@@ -307,6 +318,13 @@ class WhitelistStore:
         checked = [parse_op(op, i) for i, op in enumerate(ops)]  # all ops valid before anything is written
         async with self._lock():
             ok = await asyncio.to_thread(self._apply_delta, frm, to, checked)
+        if ok:
+            changed = [op[1][:2] if op[0] == "put" else op[1:3] for op in checked if op[0] in ("put", "del")]
+            for cb in list(_entry_listeners) if changed else ():
+                try:
+                    cb(self.path, changed)
+                except Exception as exc:  # the delta is committed: a listener's failure is only logged
+                    log.error("entries_listener_failed", error=str(exc))
         log.info(
             "delta_applied" if ok else "delta_version_gap", frm=frm, to=to, ops=len(ops), have=self._version
         )
