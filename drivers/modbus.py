@@ -51,7 +51,12 @@ class ModbusRtuBusConfig(_Strict):
         3, ge=1, description="consecutive failed attempts (timeouts) that mark a device offline"
     )
     probe_max_s: float = Field(30.0, gt=0, description="longest backoff between probes of an offline device")
-    poll_interval_s: float = Field(0.2, gt=0, description="input polling period per device")
+    poll_interval_s: float = Field(
+        0.2, gt=0, description="input polling period: one FC02 read per board per cycle, shared by its devices"
+    )
+    debounce_ms: int = Field(
+        50, ge=0, le=5000, description="an input change counts once it has held this long (a second read)"
+    )
     probe_min_s: float = Field(0.5, gt=0, description="first backoff after a device goes offline")
     keepalive_s: float = Field(
         10.0, ge=0, description="probe an online device after this long without traffic (0: never)"
@@ -73,6 +78,7 @@ class ModbusTcpBusConfig(_Strict):
     offline_after: int = Field(3, ge=1)
     probe_max_s: float = Field(30.0, gt=0)
     poll_interval_s: float = Field(0.2, gt=0)
+    debounce_ms: int = Field(50, ge=0, le=5000)
     probe_min_s: float = Field(0.5, gt=0)
     keepalive_s: float = Field(10.0, ge=0)
 
