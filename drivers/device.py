@@ -132,9 +132,11 @@ class Device(ABC):
 
 @dataclass
 class ServiceEnv(DeviceEnv):
-    """A section service (the fire linkage) also sees every device by id."""
+    """A section service (the fire linkage, the plate-camera listener) also sees every device and
+    reader by id."""
 
     devices: Mapping[str, Device] = field(default_factory=dict)
+    readers: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Service:

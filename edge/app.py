@@ -73,7 +73,7 @@ class Gateway:
             rid: READER_TYPES[rcfg.type].build(rid, rcfg, renv) for rid, rcfg in cfg.reader_models().items()
         }
         senv = ServiceEnv(self.buses, self.inputs, self.emit, state_dir=cfg.gateway.data_dir,
-                          devices=self.devices)  # fmt: skip
+                          devices=self.devices, readers=self.readers)  # fmt: skip
         self.services: dict[str, Service] = {}
         for name, sec in SECTIONS.items():
             scfg = cfg.section(name)
