@@ -1,0 +1,403 @@
+"""Elevator floor control (梯控): per-floor button-enable relays on Modbus relay boards.
+
+A car's floor buttons are wired through relays: a floor's button works only while its relay enables
+it. Free floors (the lobby) are always enabled, optionally only within weekly windows; a grant enables
+the credential's floors within the car's for ``grant_s``; a fire enables every floor. With
+``auto_select`` (层控) a grant of exactly one floor also presses that floor's button (a relay across
+it). ``hall_call_outputs`` call the car to a landing (remote ``elevator_call``).
+
+Config model here; the relay state model and its per-board writes are in drivers/elevator_floors.py.
+Registers itself as the ``elevators`` section.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from drivers.device import Device, DeviceEnv, Grant
+from drivers.elevator_floors import Board, Coil, RelayModel
+from drivers.modbus_bus import DeviceUnavailable
+from drivers.registry import register_device
+from edge.engine import DeviceContext, in_windows
+from edge.limits import FLOOR_MAX, FLOOR_MIN, SECONDS_MAX
+from edge.model import Window
+from edge.store_codec import _dec_windows, _windows
+
+log = structlog.get_logger(__name__)
+
+Floor = Annotated[int, Field(ge=FLOOR_MIN, le=FLOOR_MAX)]
+RECHECK_S = 10.0
+"""How often free-floor windows are re-evaluated and coils a failed write left unknown are rewritten."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RelayOutput(_Strict):
+    bus: str = Field(description="id of a bus in `buses`")
+    device_id: int = Field(ge=0, le=247, description="Modbus unit / slave address")
+    coil: int = Field(ge=0, le=255, description="relay channel (0-based)")
+
+
+class FreeFloor(_Strict):
+    floor: Floor
+    windows: list[dict[str, Any]] | None = Field(
+        None,
+        description='weekly windows as whitelist entries\' ({days: [1..7], start: "07:00", end: "22:00"})',
+    )
+    _parsed: tuple[Window, ...] = PrivateAttr(default=())
+
+    @field_validator("windows")
+    @classmethod
+    def _check_windows(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if v is not None:
+            _windows(v)  # edge/store_codec.py's rules; raises InvalidEntry (a ValueError) naming the field
+        return v
+
+    @model_validator(mode="after")
+    def _parse(self) -> FreeFloor:
+        self._parsed = () if self.windows is None else _dec_windows(_windows(self.windows))
+        return self
+
+    @property
+    def parsed_windows(self) -> tuple[Window, ...]:
+        return self._parsed
+
+
+class ElevatorConfig(_Strict):
+    zone: str = Field(min_length=1, description="zone a credential must carry to use this car")
+    floor_outputs: dict[Floor, RelayOutput] = Field(
+        min_length=1, description="floor -> the relay enabling its button; the keys are the car's floors"
+    )
+    hall_call_outputs: dict[Floor, RelayOutput] = Field(
+        default_factory=dict, description="floor -> relay wired to that landing's call button"
+    )
+    enable_when: Literal["energised", "de-energised"] = Field(
+        "energised",
+        description="energised: relay on enables the button; de-energised: NC wiring, relay on disables "
+        "it (a dead box frees every button)",
+    )
+    grant_s: float = Field(10.0, gt=0, le=SECONDS_MAX, description="how long granted floors stay enabled")
+    free_floors: list[FreeFloor] = Field(
+        default_factory=list, description="always enabled (lobby): a floor, or {floor, windows}"
+    )
+    auto_select: bool = Field(
+        False, description="a grant of exactly one floor also presses its button (层控)"
+    )
+    select_outputs: dict[Floor, RelayOutput] = Field(
+        default_factory=dict, description="floor -> relay across that floor's button, for auto_select"
+    )
+    pulse_ms: int = Field(
+        500, ge=100, le=25_500, description="how long a select or hall-call relay is pressed"
+    )
+    readers: list[str] = Field(default_factory=list, description="reader ids in this car")
+
+    @field_validator("free_floors", mode="before")
+    @classmethod
+    def _plain_floors(cls, v: Any) -> Any:
+        return [{"floor": f} if type(f) is int else f for f in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _floors_known(self) -> ElevatorConfig:
+        car = set(self.floor_outputs)
+        for name in ("hall_call_outputs", "select_outputs"):
+            extra = sorted(set(getattr(self, name)) - car)
+            if extra:
+                raise ValueError(f"{name}: floors {extra} are not in floor_outputs")
+        free = [f.floor for f in self.free_floors]
+        if sorted(set(free) - car):
+            raise ValueError(f"free_floors: floors {sorted(set(free) - car)} are not in floor_outputs")
+        if len(set(free)) != len(free):
+            raise ValueError("free_floors: a floor is listed twice")
+        if self.auto_select and not self.select_outputs:
+            raise ValueError("auto_select needs select_outputs (the relays that press the buttons)")
+        return self
+
+    def _all(self) -> Iterable[tuple[str, int, RelayOutput]]:
+        for name in ("floor_outputs", "hall_call_outputs", "select_outputs"):
+            for floor, out in getattr(self, name).items():
+                yield name, floor, out
+
+    def outputs(self) -> list[tuple[str, int, int, tuple[str, int]]]:
+        """(bus, unit, coil, key path) of every relay it drives, for the config's one-driver check."""
+        return [(o.bus, o.device_id, o.coil, (name, floor)) for name, floor, o in self._all()]
+
+    def bus_refs(self) -> list[tuple[tuple[Any, ...], str]]:
+        return [((name, floor, "bus"), o.bus) for name, floor, o in self._all()]
+
+
+def _coil(out: RelayOutput) -> Coil:
+    return out.bus, out.device_id, out.coil
+
+
+class Elevator(Device):
+    """One car's floor relays. Safety: at start-up and at shutdown every floor relay is put in the
+    state that enables only the free floors (per ``enable_when``) and every select/hall-call relay is
+    switched off; stop does so even under fire (like doors: shutdown releases nothing, and a fire still
+    on is applied again at the next start). A fire enables every floor whatever the timers.
+
+    The desired state of every coil follows from plain values (fire, grant expiry per floor, pulse
+    expiry per relay, free floors now); one timer task wakes at the next expiry and re-syncs the boards
+    concerned without waiting for them, so a dead board never holds another's relays."""
+
+    kind = "elevator"
+    actions = frozenset({"elevator_call", "elevator_grant"})
+
+    def __init__(self, device_id: str, cfg: ElevatorConfig, env: DeviceEnv) -> None:
+        super().__init__(device_id, cfg, env)
+        self.cfg: ElevatorConfig = cfg
+        self._floors = tuple(sorted(cfg.floor_outputs))
+        self._role: dict[Coil, tuple[str, int]] = {_coil(o): (n, f) for n, f, o in cfg._all()}
+        self._relays = RelayModel(f"elevator-{device_id}", env.buses, self._role, self._desired)
+        self._fire = False
+        self._until: dict[int, float] = {}  # floor -> loop time its grant ends
+        self._pulse_until: dict[Coil, float] = {}  # select / hall-call relay -> loop time it is released
+        self._free: frozenset[int] = frozenset()
+        self._running = False
+        self._listening: set[str] = set()  # buses whose status this listens to
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tz = env.extra.get("tz")  # the site's ZoneInfo when the app passes it, else the box's zone
+        self._log = log.bind(elevator=device_id)
+
+    # --- identity and health -------------------------------------------------------------
+    @property
+    def online(self) -> bool:
+        return all(self.env.buses[b].is_online(u) for b, u in self._relays.boards)
+
+    @property
+    def error(self) -> str | None:
+        for b, u in self._relays.boards:
+            if not self.env.buses[b].is_online(u):
+                return f"{b} unit {u}: {self.env.buses[b].device_error(u) or 'offline'}"
+        return None
+
+    def context(self, key: str | None = None) -> DeviceContext:
+        return DeviceContext(self.device_id, self.cfg.zone, "normal", self.online, floors=self._floors)
+
+    def units(self) -> set[tuple[str, int]]:
+        return set(self._relays.boards)
+
+    def actuation_timeout_s(self) -> float:
+        """An enable and then a select press, each a queued turn plus one request with its retries."""
+        worst = max(
+            self.env.buses[b].cfg.timeout * (self.env.buses[b].cfg.retries + 1) for b, _ in self.units()
+        )
+        return 4 * worst + 1.0
+
+    def status(self) -> dict[str, Any]:
+        now = asyncio.get_running_loop().time()
+        return {
+            "kind": self.kind,
+            "fire": self._fire,
+            "enabled": [f for f in self._floors if self._enabled(f, now)],
+            "granted": {f: round(t - now, 1) for f, t in sorted(self._until.items()) if t > now},
+        }
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def start(self, *, fire: bool = False) -> None:
+        """Every relay to the safe state (only free floors enabled), or every floor enabled under fire."""
+        for bus_id in {b for b, _ in self._relays.boards} - self._listening:
+            bus = self.env.buses[bus_id]
+            bus.on_status(lambda unit, online, err, bus_id=bus_id: self._on_status(bus_id, unit, online))
+            self._listening.add(bus_id)
+        for b, u in self._relays.boards:
+            self.env.buses[b].register_device(u)
+        self._fire = fire
+        self._running = True
+        self._refresh_free()
+        self._relays.forget()
+        errors = await self._relays.sync()
+        for board, err in errors.items():  # rewritten when the board answers again
+            self._log.warning("elevator_initial_state_failed", bus=board[0], unit=board[1], error=err)
+        self._timer = asyncio.get_running_loop().create_task(
+            self._timers(), name=f"elevator-{self.device_id}"
+        )
+        self._log.info(
+            "elevator_started", fire=fire, free=sorted(self._free), enable_when=self.cfg.enable_when
+        )
+
+    async def stop(self) -> None:
+        """Grants end, presses release, fire is not applied: the start-up safe state is written."""
+        self._running = False
+        tasks = [t for t in (self._timer, *self._tasks) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._timer = None
+        self._fire = False
+        self._until.clear()
+        self._pulse_until.clear()
+        self._relays.forget()
+        try:
+            errors = await self._relays.sync()
+        finally:
+            self._relays.close()
+        for board, err in errors.items():
+            self._log.error("elevator_final_state_failed", bus=board[0], unit=board[1], error=err)
+        self._log.info("elevator_stopped")
+
+    # --- acting -----------------------------------------------------------------------------
+    async def grant(self, grant: Grant) -> None:
+        seconds = self.cfg.grant_s if grant.seconds is None else grant.seconds
+        await self._enable(self._in_car(grant.decision.floors), seconds)
+
+    async def act(self, action: str, args: Mapping[str, Any]) -> str | None:
+        """``elevator_grant``: the floors within the car for ``seconds`` (one floor with auto_select is
+        also pressed); none -> ``no_floors``. ``elevator_call``: pulse the landing's call relay; a car
+        without hall-call relays -> ``unsupported``, a floor without one -> ``no_floors``."""
+        try:
+            if action == "elevator_grant":
+                floors = self._in_car(args.get("floors"))
+                if not floors:
+                    return "no_floors"
+                seconds = args.get("seconds")
+                if seconds is None:
+                    seconds = self.cfg.grant_s
+                elif type(seconds) not in (int, float) or not 0 < seconds <= SECONDS_MAX:
+                    return "malformed"  # the command layer checks it; a local caller may not have
+                await self._enable(floors, float(seconds))
+                return None
+            if action == "elevator_call":
+                if not self.cfg.hall_call_outputs:
+                    return "unsupported"
+                floor = args.get("floor")
+                out = self.cfg.hall_call_outputs.get(floor) if type(floor) is int else None
+                if out is None:
+                    return "no_floors"
+                await self._press(_coil(out))
+                return None
+        except DeviceUnavailable as exc:
+            self._log.warning("elevator_action_failed", action=action, error=str(exc))
+            return "device_unavailable"
+        return "unsupported"
+
+    async def fire(self, active: bool) -> None:
+        """Fire: every floor enabled, kept so whatever the timers; cleared: free floors and running grants.
+        Every board is written (a dead one does not hold the others); raises if one failed."""
+        self._fire = active
+        self._log.warning("elevator_fire_release" if active else "elevator_fire_restore")
+        self._wake.set()
+        self._check(await self._relays.sync())
+
+    # ---------------------------------------------------------------- internals
+
+    def _in_car(self, floors: Iterable[int] | None) -> list[int]:
+        car = self.cfg.floor_outputs
+        return sorted({f for f in floors or () if type(f) is int and f in car})
+
+    async def _enable(self, floors: list[int], seconds: float) -> None:
+        if not floors:
+            return  # the engine denies `no_floors` before a grant gets here
+        boards = self._boards_of(_coil(self.cfg.floor_outputs[f]) for f in floors)
+        self._fail_fast(boards)
+        until = asyncio.get_running_loop().time() + seconds
+        for f in floors:
+            self._until[f] = max(self._until.get(f, 0.0), until)  # overlapping grants extend per floor
+        self._wake.set()
+        self._check(await self._relays.sync(boards))
+        self._log.info("elevator_floors_enabled", floors=floors, seconds=seconds)
+        select = self.cfg.select_outputs.get(floors[0]) if len(floors) == 1 else None
+        if self.cfg.auto_select and select is not None and not self._fire:
+            await self._press(_coil(select))  # after the enable is acknowledged: a press before is lost
+
+    async def _press(self, coil: Coil) -> None:
+        """A select or hall-call relay on for ``pulse_ms`` (released by the timer task)."""
+        board = self._relays.board_of(coil)
+        self._fail_fast([board])
+        until = asyncio.get_running_loop().time() + self.cfg.pulse_ms / 1000
+        self._pulse_until[coil] = max(self._pulse_until.get(coil, 0.0), until)
+        self._wake.set()
+        self._check(await self._relays.sync([board]))
+
+    def _boards_of(self, coils: Iterable[Coil]) -> list[Board]:
+        return list(dict.fromkeys(self._relays.board_of(c) for c in coils))
+
+    def _fail_fast(self, boards: list[Board]) -> None:
+        """An offline board gets no new state: the grant fails now and nothing switches later."""
+        for b, u in boards:
+            if not self.env.buses[b].is_online(u):
+                raise DeviceUnavailable(f"offline: {b} unit {u}: {self.env.buses[b].device_error(u)}")
+
+    @staticmethod
+    def _check(errors: dict[Board, str]) -> None:
+        if errors:
+            raise DeviceUnavailable("; ".join(f"{b} unit {u}: {e}" for (b, u), e in errors.items()))
+
+    def _enabled(self, floor: int, now: float) -> bool:
+        return self._fire or floor in self._free or self._until.get(floor, 0.0) > now
+
+    def _desired(self, coil: Coil) -> bool:
+        now = asyncio.get_running_loop().time()
+        role, floor = self._role[coil]
+        if role == "floor_outputs":
+            enabled = self._enabled(floor, now)
+            return enabled if self.cfg.enable_when == "energised" else not enabled
+        return self._pulse_until.get(coil, 0.0) > now  # a press: relay on, whatever the wiring
+
+    def _refresh_free(self) -> None:
+        local = datetime.now(self._tz) if self._tz is not None else datetime.now().astimezone()
+        free: set[int] = set()
+        for f in self.cfg.free_floors:
+            if not f.parsed_windows or in_windows(f.parsed_windows, local):
+                free.add(f.floor)
+        self._free = frozenset(free)
+
+    async def _timers(self) -> None:
+        """Ends grants and presses at their time; every RECHECK_S follows free-floor windows and
+        rewrites coils a failed write left unknown. Syncs are spawned, never awaited here."""
+        loop = asyncio.get_running_loop()
+        full_at = loop.time() + RECHECK_S
+        while self._running:
+            self._wake.clear()
+            now = loop.time()
+            ended = [f for f, t in self._until.items() if t <= now]
+            released = [c for c, t in self._pulse_until.items() if t <= now]
+            for f in ended:
+                del self._until[f]
+            for c in released:
+                del self._pulse_until[c]
+            if now >= full_at:
+                full_at = now + RECHECK_S
+                self._refresh_free()
+                self._spawn_sync(None)  # only what differs is written: usually nothing
+            elif ended or released:
+                self._spawn_sync(
+                    self._boards_of([*released, *(_coil(self.cfg.floor_outputs[f]) for f in ended)])
+                )
+            nxt = min((full_at, *self._until.values(), *self._pulse_until.values()))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, nxt - loop.time())):
+                    await self._wake.wait()
+
+    def _spawn_sync(self, boards: list[Board] | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._quiet_sync(boards))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _quiet_sync(self, boards: list[Board] | None) -> None:
+        for (b, u), err in (await self._relays.sync(boards)).items():
+            self._log.debug("elevator_sync_failed", bus=b, unit=u, error=err)
+
+    def _on_status(self, bus_id: str, unit: int, online: bool) -> None:
+        board = (bus_id, unit)
+        if not self._running or board not in self._relays.boards:
+            return
+        self._log.info("elevator_board_online" if online else "elevator_board_offline", bus=bus_id, unit=unit)
+        if online:  # it may have rebooted (all relays off) or missed writes: write its whole state
+            self._relays.forget([board])
+            self._spawn_sync([board])
+
+
+register_device("elevators", ElevatorConfig, Elevator)
