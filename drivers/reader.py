@@ -24,6 +24,7 @@ class ReaderEnv:
 
     present: Callable[[Presentation], object]
     reject: Callable[[str, str, str], None]  # (reader id, reason code, detail)
+    note: Callable[[Presentation, str], None] = lambda pres, reason: None  # an `info` event, no decision
     extra: dict[str, Any] = field(default_factory=dict)  # shared services (e.g. the LPR listener)
 
 
@@ -31,6 +32,7 @@ class Reader(ABC):
     """Base of every reader type."""
 
     reader_id: str
+    rate_limit_exempt: bool = False  # plate cameras: a queue of cars is no brute-force attack
 
     @property
     @abstractmethod

@@ -68,10 +68,11 @@ class Gateway:
         }
         self.reader_device = cfg.reader_device()
         self.flow = Flow(self, self.devices, self.reader_device)
-        renv = ReaderEnv(self.present, self.reader_reject)
+        renv = ReaderEnv(self.present, self.reader_reject, self.flow.note)
         self.readers: dict[str, Reader] = {
             rid: READER_TYPES[rcfg.type].build(rid, rcfg, renv) for rid, rcfg in cfg.reader_models().items()
         }
+        self.flow.exempt = frozenset(r for r, reader in self.readers.items() if reader.rate_limit_exempt)
         senv = ServiceEnv(self.buses, self.inputs, self.emit, state_dir=cfg.gateway.data_dir,
                           devices=self.devices, readers=self.readers)  # fmt: skip
         self.services: dict[str, Service] = {}

@@ -93,6 +93,12 @@ class OutboxSection(_Strict):
     )
 
 
+class RateLimitSection(_Strict):
+    denials: int = Field(10, ge=0, le=10_000, description="denials at one reader within window_s (0: off)")
+    window_s: float = Field(60.0, gt=0, le=86400)
+    cooldown_s: float = Field(60.0, ge=0, le=86400, description="every presentation there denied meanwhile")
+
+
 class MqttTls(_Strict):
     ca: Path | None = None
     cert: Path | None = None
@@ -128,6 +134,7 @@ class ConfigBase(_Strict):
     trust: TrustSection = Field(default_factory=TrustSection)
     buses: dict[str, BusConfig] = Field(default_factory=dict)
     outbox: OutboxSection = Field(default_factory=OutboxSection)
+    rate_limit: RateLimitSection = Field(default_factory=RateLimitSection)
     mqtt: MqttSection | None = None
     log: dict[str, Any] = Field(default_factory=dict)
 

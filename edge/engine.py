@@ -111,6 +111,8 @@ def decide_entry(
     pres: Presentation, entry: Entry | None, device: DeviceContext, clock: Clock, masked: str
 ) -> Decision:
     """Decide a card or plate against its whitelist entry (None = not on the list)."""
+    if pres.confidence is not None and pres.min_confidence is not None and pres.confidence < pres.min_confidence:
+        return Decision("denied", "low_confidence", credential=masked)  # a misread must open nothing
     if entry is None:
         return Decision("denied", "unknown_credential", credential=masked)
     sub = entry.subject

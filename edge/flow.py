@@ -19,6 +19,7 @@ from drivers.modbus_bus import DeviceUnavailable
 from edge.engine import Clock, DeviceContext, decide_entry, decide_token
 from edge.model import Decision, Presentation
 from edge.normalize import mask_credential
+from edge.ratelimit import RateLimiter
 from edge.tokens import TokenClaims, verify_token
 
 if TYPE_CHECKING:
@@ -30,10 +31,19 @@ log = structlog.get_logger(__name__)
 class Flow:
     """Decides presentations for the gateway's devices; ``present`` never raises."""
 
-    def __init__(self, gw: Gateway, devices: Mapping[str, Device], reader_device: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        gw: Gateway,
+        devices: Mapping[str, Device],
+        reader_device: Mapping[str, str],
+        exempt: frozenset[str] = frozenset(),
+    ) -> None:
         self.gw = gw
         self.devices = devices
         self.reader_device = reader_device
+        rl = gw.cfg.rate_limit
+        self.limiter = RateLimiter(rl.denials, rl.window_s, rl.cooldown_s)
+        self.exempt = exempt  # readers never rate limited (plate cameras)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def present(self, pres: Presentation) -> Decision:
@@ -56,6 +66,11 @@ class Flow:
         device = self.devices[dev_id]
         key = None if pres.kind == "token" else f"{pres.kind}:{pres.value}"
         ctx = device.context(key)
+        limited = pres.reader is not None and pres.reader not in self.exempt
+        if limited and self.limiter.blocked(pres.reader, time.monotonic()):  # type: ignore[arg-type]
+            decision = Decision("denied", "rate_limited", credential=_mask(pres))
+            self._record(pres, dev_id, decision, ctx)
+            return decision
         now = time.time()
         synced = gw.clock.synced()
         if pres.kind == "token":
@@ -77,6 +92,9 @@ class Flow:
             clock = Clock(now, gw.tz, synced, gw.cfg.trust.require_clock_sync)
             decision = decide_entry(pres, entry, ctx, clock, _mask(pres))
         self._record(pres, dev_id, decision, ctx)
+        if limited and not decision.granted and self.limiter.denied(pres.reader, decision.reason,  # type: ignore[arg-type]
+                                                                    time.monotonic()):  # fmt: skip
+            log.warning("reader_rate_limited", reader=pres.reader, cooldown_s=self.limiter.cooldown_s)
         if decision.alarm is not None:  # e.g. soft anti-passback: through, and the cloud is told
             self._record(pres, dev_id, Decision("denied", decision.alarm, decision.subject,
                                                 credential=decision.credential), ctx, result="alarm")  # fmt: skip
@@ -86,6 +104,14 @@ class Flow:
         # Logged after the actuation task's first step (FIFO), so rendering the line costs the door nothing.
         asyncio.get_running_loop().call_soon(_log_decision, dev_id, pres, decision)
         return decision
+
+    def note(self, pres: Presentation, reason: str) -> None:
+        """An `info` event for a presentation that is only reported, never decided (a plate camera
+        replaying a record from its offline memory): it opens nothing."""
+        dev_id = self.reader_device.get(pres.reader or "", "gateway")
+        device = self.devices.get(dev_id)
+        ctx = device.context(None) if device is not None else None
+        self._record(pres, dev_id, Decision("denied", reason, credential=_mask(pres)), ctx, result="info")
 
     def _record(
         self,
@@ -107,7 +133,7 @@ class Flow:
             reader=pres.reader,
             subject=decision.subject,
             latency_ms=None if latency is None else round(latency, 3),
-            direction=None if ctx is None else ctx.direction,
+            direction=(ctx.direction if ctx is not None and ctx.direction else None) or pres.direction,
             floors=floors,
         )
         self.gw.record(event)

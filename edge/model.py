@@ -24,6 +24,9 @@ class Presentation:
     method: Method  # event method: qr, nfc, plate
     reader: str | None  # reader id from config
     t_mono: float = 0.0  # time.perf_counter() when the last byte arrived (latency accounting)
+    confidence: float | None = None  # a plate camera's read confidence, 0-100
+    min_confidence: float | None = None  # the reader's bound: a read below it is denied low_confidence
+    direction: str | None = None  # what the camera saw (in/out), for the event when the device has none
 
 
 @dataclass(frozen=True, slots=True)
