@@ -29,6 +29,7 @@ from edge.engine import DeviceContext, in_windows
 from edge.limits import FLOOR_MAX, FLOOR_MIN, SECONDS_MAX
 from edge.model import Window
 from edge.store_codec import _dec_windows, _windows
+from edge.supervise import spawn as spawn_supervised
 
 log = structlog.get_logger(__name__)
 
@@ -219,9 +220,7 @@ class Elevator(Device):
         errors = await self._relays.sync()
         for board, err in errors.items():  # rewritten when the board answers again
             self._log.warning("elevator_initial_state_failed", bus=board[0], unit=board[1], error=err)
-        self._timer = asyncio.get_running_loop().create_task(
-            self._timers(), name=f"elevator-{self.device_id}"
-        )
+        self._timer = spawn_supervised(f"elevator-{self.device_id}", self._timers)
         self._log.info(
             "elevator_started", fire=fire, free=sorted(self._free), enable_when=self.cfg.enable_when
         )
