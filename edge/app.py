@@ -62,7 +62,8 @@ class Gateway:
         self.policy = build_policy(cfg, self.store)
         self.buses = {bid: ModbusBus(bid, bcfg) for bid, bcfg in cfg.buses.items()}
         self.inputs = InputHub(self.buses)
-        env = DeviceEnv(self.buses, self.inputs, self.emit, state_dir=cfg.gateway.data_dir)
+        env = DeviceEnv(self.buses, self.inputs, self.emit, state_dir=cfg.gateway.data_dir,
+                        extra={"tz": self.tz})  # fmt: skip
         self.devices: dict[str, Device] = {
             dev_id: DEVICE_KINDS[section].build(dev_id, dcfg, env) for section, dev_id, dcfg in cfg.devices()
         }
