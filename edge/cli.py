@@ -252,6 +252,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fire(args: argparse.Namespace) -> int:
+    """`edge fire reset` / `edge fire status` through the running daemon (it holds the buses)."""
+    import getpass
+
+    from edge import control
+
+    cfg = _load(args.config)
+    if cfg.section("fire") is None:
+        print(f"{args.config}: no `fire` section", file=sys.stderr)
+        return 2
+    req = {"cmd": "fire_reset", "by": getpass.getuser()} if args.fire_cmd == "reset" else {"cmd": "status"}
+    try:
+        reply = asyncio.run(control.request(cfg.gateway.data_dir, req, timeout=15.0))
+    except ConnectionError as exc:
+        print(f"{exc}: is `edge run` running with this config?", file=sys.stderr)
+        return 2
+    if args.fire_cmd == "status":
+        status = reply.get("status", {}).get("services", {}).get("fire")
+        if status is None:
+            print("the running gateway has no fire linkage (started with another config?)", file=sys.stderr)
+            return 2
+        _print(status)
+        return 0
+    _print(reply)
+    return 0 if reply.get("ok") else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge", description="Community gate edge gateway")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -298,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("door")
     op.set_defaults(func=cmd_open)
     with_config(sub.add_parser("status", help="status of the running daemon")).set_defaults(func=cmd_status)
+
+    fire = sub.add_parser("fire", help="fire linkage of the running daemon")
+    fsub = fire.add_subparsers(dest="fire_cmd", required=True)
+    with_config(fsub.add_parser("reset", help="back to normal after a fire (refused while an input is on)"))
+    with_config(fsub.add_parser("status", help="fire state and inputs"))
+    for sp in fsub.choices.values():
+        sp.set_defaults(func=cmd_fire)
 
     # the simulators' subcommands: they import the product (edge.runner), never this module
     from edge import demo

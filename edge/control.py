@@ -1,4 +1,5 @@
-"""Local control socket (unix, 0600): lets `edge open` / `edge status` talk to the running daemon.
+"""Local control socket (unix, 0600): lets `edge open` / `edge status` / `edge fire reset` talk to the
+running daemon.
 
 The serial and RTU ports are held by the daemon, so a maintenance open must go through it rather
 than open the bus a second time. One JSON object per line, one reply per request.
@@ -49,7 +50,20 @@ async def _handle(gw: Gateway, req: dict[str, Any]) -> dict[str, Any]:
             )
         )
         return {"ok": err is None, "error": err}
+    if cmd == "fire_reset":
+        return await _fire_reset(gw, str(req.get("by") or "local"))
     return {"ok": False, "error": "unknown_command"}
+
+
+async def _fire_reset(gw: Gateway, by: str) -> dict[str, Any]:
+    """The manual fire reset at the box: the same `normal` action as the cloud's command to target
+    `fire`, recorded as a remote event like a maintenance open."""
+    if "fire" not in gw.services:
+        return {"ok": False, "error": "unknown_target"}
+    err = await gw.act("fire", "normal", {"by": f"local:{by}"})
+    result = "granted" if err is None else "denied"
+    gw.record(gw.make_event("fire", None, "remote", "local-cli", f"local:{by}", result, err or "ok", None))
+    return {"ok": err is None, "error": err, "fire": gw.services["fire"].status()}
 
 
 async def serve(gw: Gateway) -> None:
