@@ -129,8 +129,10 @@ class BarrierLogic:
             self.down = active
             if active:
                 self._arrived_down()
-            elif prev and self.arm == "down":
+            elif prev and self.arm == "down":  # lifted without our command: close it in time
                 self.arm, self.moved_at = "rising", now
+                if self.loop is False and not self.fire and self.close_at is None:
+                    self.close_at = now + self.p.close_timeout_s
         out: list[Command] = []
         if self.fire and self.arm in ("down", "falling"):
             out.append(Command("hold_on"))  # fire: something lowered it; raise it again
