@@ -444,3 +444,16 @@ async def test_passback_file_damaged_or_edited_by_the_cloud(tmp_path: Path) -> N
     reopened = PassbackStore(tmp_path)  # a restart reads it back
     assert reopened.last("card:04A1B2C3", "main") == "out" and reopened.problem is None
     reopened.close()
+
+
+def test_example_config_and_the_output_overlap_check(tmp_path: Path) -> None:
+    from edge.config import ConfigError
+
+    root = Path(__file__).resolve().parent.parent
+    cfg_ok = load_config(root / "config" / "example-barrier.yaml")
+    assert {d for _s, d, _c in cfg_ok.devices()} >= {"car-in", "car-out", "north-gate"}
+    text = (root / "config" / "example-barrier.yaml").read_text(encoding="utf-8")
+    clash = tmp_path / "clash.yaml"  # the exit barrier's open relay on the door's board and coil
+    clash.write_text(text.replace("    device_id: 3\n", "    device_id: 1\n"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"relay bus 'relays' unit 1 coil 0 is already driven by barriers\.car-out\.open_coil"):
+        load_config(clash)
