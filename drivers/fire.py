@@ -76,7 +76,9 @@ class FireConfig(_Strict):
         for i, inp in enumerate(v):
             key = (inp.bus, inp.device_id, inp.input)
             if key in seen:
-                raise ValueError(f"[{i}]: bus {inp.bus!r} unit {inp.device_id} input {inp.input} listed twice")
+                raise ValueError(
+                    f"[{i}]: bus {inp.bus!r} unit {inp.device_id} input {inp.input} listed twice"
+                )
             seen.add(key)
         return v
 
@@ -170,7 +172,8 @@ class FireLinkage(Service):
             self._worker = None
 
     async def act(self, action: str, args: Mapping[str, Any]) -> str | None:
-        """``normal``: the manual reset. Refused while an input says fire or cannot be read."""
+        """``normal``: the manual reset. Refused while an input says fire (``fire_alarm``) or a fire input
+        board does not answer (``device_unavailable``)."""
         if action != "normal":
             return "unsupported"
         by = str(args.get("by") or "") or None
@@ -180,8 +183,8 @@ class FireLinkage(Service):
             return REFUSE_ACTIVE
         if not self.active:
             return None  # nothing to reset
-        if any(t is None for t in tripped):
-            log.warning("fire_reset_refused", by=by, error=REFUSE_UNKNOWN)
+        if self._lost or any(t is None for t in tripped):  # a reset needs every input read clear
+            log.warning("fire_reset_refused", by=by, error=REFUSE_UNKNOWN, lost=sorted(self._lost))
             return REFUSE_UNKNOWN
         self._set(False, subject=by)
         await self._settle()
@@ -247,7 +250,6 @@ class FireLinkage(Service):
         self.env.emit(EventSpec(EVENT_DEVICE, "fire", "alarm" if active else "info", reason,
                                 credential=credential, subject=subject))  # fmt: skip
         if drive:
-            self._settled.clear()
             self._wake.set()
 
     # --- state -> devices --------------------------------------------------------------------
@@ -263,7 +265,10 @@ class FireLinkage(Service):
             self._settled.set()
 
     async def _settle(self) -> None:
-        while self._running and (self._applied != self.active or not self._settled.is_set()):
+        """Until the devices are in the current state (the worker sets ``_settled`` once they are)."""
+        while self._running and self._applied != self.active:
+            self._settled.clear()
+            self._wake.set()
             await self._settled.wait()
 
     async def _drive(self, active: bool) -> None:

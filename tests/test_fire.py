@@ -40,9 +40,11 @@ def doors(**extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_config(tmp_path: Path, port: int, fire: dict[str, Any], **extra: Any) -> Path:
+def write_config(
+    tmp_path: Path, port: int, fire: dict[str, Any], signer: Signer | None = None, **extra: Any
+) -> Path:
     fire = {"inputs": [{"bus": "b1", "device_id": 1, "input": FIRE_IN}], **fire}
-    return gateway_config(tmp_path, signer=Signer(), bus=bus(port), readers={},
+    return gateway_config(tmp_path, signer=signer or Signer(), bus=bus(port), readers={},
                           extra={"doors": doors(), "fire": fire, **extra})  # fmt: skip
 
 
@@ -157,7 +159,10 @@ async def test_manual_reset_through_gateway_act(tmp_path: Path) -> None:
             assert await gw.act("fire", "normal", {"by": "guard"}) is None
             assert locks(sim) == MODES  # restored before the reset returns
             rows = [r for r in outbox_rows(data) if r["method"] == "fire"]
-            assert [(r["reason"], r["subject"]) for r in rows] == [("fire_alarm", None), ("fire_cleared", "guard")]
+            assert [(r["reason"], r["subject"]) for r in rows] == [
+                ("fire_alarm", None),
+                ("fire_cleared", "guard"),
+            ]
             assert gw.supports("fire", "normal") and not gw.supports("fire", "open")
 
 
@@ -260,6 +265,30 @@ async def test_keep_holds_a_fire_while_its_board_is_lost(tmp_path: Path) -> None
             assert await gw.act("fire", "normal", {}) == "fire_alarm"  # its last reading was fire
 
 
+async def test_no_manual_reset_while_a_fire_input_board_is_lost(tmp_path: Path) -> None:
+    async with board(1, 2) as (sim, port):
+        fire = {
+            "inputs": [{"bus": "b1", "device_id": 2, "input": 0}],
+            "on_input_lost": "keep",
+            "reset": "manual",
+        }
+        cfg = gateway_config(tmp_path, signer=Signer(), bus=bus(port), readers={},
+                             extra={"doors": doors(), "fire": fire})  # fmt: skip
+        async with running(cfg) as gw:
+            sim.set_input(2, 0, True)
+            assert await eventually(lambda: locks(sim) == ALL_ON)
+            sim.set_input(2, 0, False)
+            assert await eventually(lambda: gw.services["fire"].status()["inputs"][0]["fire"] is False)
+            sim.remove_device(2)
+            assert await eventually(lambda: gw.services["fire"].status()["inputs"][0]["lost"] is True)
+            assert await gw.act("fire", "normal", {}) == "device_unavailable"
+            assert locks(sim) == ALL_ON
+            sim.add_device(2)
+            assert await eventually(lambda: gw.services["fire"].status()["inputs"][0]["lost"] is False)
+            assert await gw.act("fire", "normal", {}) is None
+            assert not any(locks(sim).values())
+
+
 async def test_a_wedged_board_does_not_hold_back_the_others(tmp_path: Path) -> None:
     async with board() as (sim, port), board() as (slow, port2):
         devs = {"d-slow": {"bus": "b2", "device_id": 1, "zone": "north-gate", "lock_coil": 0}, **doors()}
@@ -275,8 +304,85 @@ async def test_a_wedged_board_does_not_hold_back_the_others(tmp_path: Path) -> N
             t_slow = next(w.t for w in slow.writes_to(1, 0) if w.on)
             t_last = max(next(w.t for w in sim.writes_to(1, c) if w.on) for c in COILS.values())
             # released while the slow board's write was still unanswered (sent first in `release`)
-            assert t_last < t_slow + 1.0, (t_last - t_slow)
+            assert t_last < t_slow + 1.0, t_last - t_slow
             slow.set_delay(1, 0)
+
+
+async def test_cloud_normal_command_resets_a_manual_fire(tmp_path: Path) -> None:
+    from edge.cloud.commands import CommandContext, handle_command
+    from edge.cloud.replay import ReplayStore
+    from edge.sim.cloud_client import mint_command
+    from tests.support.gateway import SITE
+
+    signer = Signer()
+    async with board() as (sim, port):
+        data = tmp_path / "data"
+        async with running(write_config(tmp_path, port, {"reset": "manual"}, signer)) as gw:
+            results: list[dict[str, object]] = []
+            ctx = CommandContext("gw-test", gw, ReplayStore(tmp_path / "replay.db"), lambda: gw.policy,
+                                 False, lambda: None, results.append)  # fmt: skip
+
+            async def normal() -> str:
+                token = mint_command(signer.key, signer.kid, SITE, "gw-test", "normal", "fire", by="staff:7")
+                return (await handle_command(ctx, token.encode()))[1]
+
+            sim.set_input(1, FIRE_IN, True)
+            assert await eventually(lambda: locks(sim) == ALL_ON)
+            assert await normal() == "fire_alarm"
+            sim.set_input(1, FIRE_IN, False)
+            assert await eventually(lambda: gw.services["fire"].status()["inputs"][0]["fire"] is False)
+            assert locks(sim) == ALL_ON
+            assert await normal() == "ok"
+            assert not any(locks(sim).values())
+            assert [(r["ok"], r["error"]) for r in results] == [(False, "fire_alarm"), (True, None)]
+            cleared = [r for r in outbox_rows(data) if r["reason"] == "fire_cleared"]
+            assert len(cleared) == 1 and cleared[0]["subject"] == "staff:7"
+
+
+BARRIER = {
+    "bus": "b1",
+    "device_id": 3,
+    "zone": "north-gate",
+    "direction": "in",
+    "open_coil": 0,
+    "close_coil": 1,
+    "pulse_ms": 200,
+    "loop_input": 0,
+    "travel_s": 2.0,
+    "close_delay_s": 0.2,
+    "close_timeout_s": 0.3,
+}
+LIFT = {"zone": "north-gate", "grant_s": 10,
+        "floor_outputs": {f: {"bus": "b1", "device_id": 4, "coil": f - 1} for f in (1, 2, 3)}}  # fmt: skip
+
+
+async def test_barrier_falling_and_elevator_mid_grant(tmp_path: Path) -> None:
+    async with board(1, 3, 4) as (sim, port):
+        cfg = write_config(
+            tmp_path, port, {"reset": "auto"}, barriers={"gate-b": BARRIER}, elevators={"lift": LIFT}
+        )
+        async with running(cfg) as gw:
+            assert await gw.act("lift", "elevator_grant", {"floors": [2], "seconds": 10}) is None
+            assert await gw.act("lift", "elevator_grant", {"floors": [3], "seconds": 1.5}) is None
+            assert [sim.coil(4, c) for c in range(3)] == [False, True, True]
+            assert await gw.act("gate-b", "open", {}) is None
+            # no vehicle came: the controller is told to close; the arm is falling when the fire comes
+            assert await eventually(lambda: any(w.on for w in sim.writes_to(3, 1)))
+            assert gw.devices["gate-b"].status()["arm"] == "falling"
+            sim.set_input(1, FIRE_IN, True)
+            assert await eventually(
+                lambda: sim.coil(3, 0) and [sim.coil(4, c) for c in range(3)] == [True] * 3
+            )
+            assert not sim.coil(3, 1) and locks(sim) == ALL_ON
+            await asyncio.sleep(1.7)  # past the open pulse, the travel and the lift grant: all still held
+            assert sim.coil(3, 0) and [sim.coil(4, c) for c in range(3)] == [True] * 3
+            closes = len([w for w in sim.writes_to(3, 1) if w.on])
+            sim.set_input(1, FIRE_IN, False)
+            assert await eventually(lambda: not sim.coil(3, 0))  # open contact let go...
+            closed = lambda: len([w for w in sim.writes_to(3, 1) if w.on]) == closes + 1  # noqa: E731
+            assert await eventually(closed)  # ...and the arm sent down, the loop being clear
+            # the grant still running is kept, the one that ended under the fire is not
+            assert await eventually(lambda: [sim.coil(4, c) for c in range(3)] == [False, True, False])
 
 
 # --- the CLI against a real `edge run` -------------------------------------------------------------
