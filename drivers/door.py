@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.coalesce import Coalescer
 from drivers.device import Device, DeviceEnv, EventSpec, Grant
+from drivers.door_watch import DoorWatch, NoteResult, Supervisor
+from drivers.inputs import DEFAULT_DEBOUNCE_MS
 from drivers.modbus_bus import DeviceUnavailable
 from drivers.registry import register_device
 from edge.engine import DeviceContext
@@ -39,6 +41,12 @@ class DoorConfig(BaseModel):
     door_sensor_input: int | None = Field(None, ge=0, description="discrete input of the door contact")
     door_sensor_closed_when: bool = Field(True, description="input value meaning 'door closed'")
     exit_button_input: int | None = Field(None, ge=0, description="discrete input of the exit button")
+    held_open_s: float = Field(
+        30, ge=0, le=86_400, description="open longer than this: door_held_open alarm (0 = off)"
+    )
+    forced_alarm: bool = Field(
+        True, description="opened with no grant, remote open or exit button: door_forced alarm"
+    )
 
     def outputs(self) -> list[tuple[str, int, int, str]]:
         """(bus, unit, coil, key) of every relay output this door drives: two devices must never share
@@ -67,6 +75,10 @@ class Door(Device):
     Bounded work: a pulse while the lock is already released only moves the relock time (no write); the
     on write (or the flash command) is coalesced, so a door has at most one write in flight and one
     queued however many grants arrive.
+
+    Supervision (a door with a sensor): drivers/door_watch.py decides `door_forced` / `door_held_open`
+    from what this class feeds it; every release it grants authorises an opening, hold_open and fire
+    are deliberate releases.
     """
 
     kind = "door"
@@ -90,6 +102,12 @@ class Door(Device):
         self._flash_until = 0.0  # loop time the board's running flash (if any) relocks by itself
         self._write_on = Coalescer(self._send_on, f"door-{door_id}-on")
         self._log = log.bind(door=door_id, bus=cfg.bus, device_id=cfg.device_id)
+        self.supervisor: Supervisor | None = None  # no sensor, no alarms
+        if cfg.door_sensor_input is not None:
+            debounce_s = getattr(self.bus.cfg, "debounce_ms", DEFAULT_DEBOUNCE_MS) / 1000
+            grace_s = Supervisor.report_lag_s(self.bus.poll_interval_s, debounce_s, self.bus.cfg.timeout)
+            watch = DoorWatch(held_open_s=cfg.held_open_s, forced_alarm=cfg.forced_alarm, grace_s=grace_s)
+            self.supervisor = Supervisor(watch, self._alarm)
 
     @property
     def mode(self) -> DoorMode:
@@ -110,7 +128,9 @@ class Door(Device):
         return {(self.cfg.bus, self.cfg.device_id)}
 
     def status(self) -> dict[str, Any]:
-        return {"kind": self.kind, "mode": self._mode, "fire": self._fire, "open": self._door_open}
+        alarms = list(self.supervisor.watch.active) if self.supervisor is not None else []
+        return {"kind": self.kind, "mode": self._mode, "fire": self._fire, "open": self._door_open,
+                "alarms": alarms}  # fmt: skip
 
     def actuation_timeout_s(self) -> float:
         """The longest a grant may wait for its release to reach the board before it counts as failed:
@@ -135,16 +155,21 @@ class Door(Device):
         self.bus.on_status(self._on_status)
         self._running = True
         self._fire = fire
+        if self.supervisor is not None:
+            self.supervisor.start()
+        self._supervise_release()
         try:
             await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, fire)
         except DeviceUnavailable as exc:
             # Retried by _on_status when the board answers again.
             self._log.warning("door_initial_lock_failed", error=str(exc))
         inputs, unit = self.env.inputs, self.cfg.device_id
-        if self.cfg.door_sensor_input is not None:
-            inputs.watch(self.cfg.bus, unit, self.cfg.door_sensor_input, self._sensor)
+        # The button first: a press and an opening seen in the same read reach the watch in this order,
+        # so leaving by the button is not taken for a forced door.
         if self.cfg.exit_button_input is not None:
             inputs.watch(self.cfg.bus, unit, self.cfg.exit_button_input, self._exit_button)
+        if self.cfg.door_sensor_input is not None:
+            inputs.watch(self.cfg.bus, unit, self.cfg.door_sensor_input, self._sensor)
         self._log.info("door_started", mode=self._mode, fire=fire)
 
     async def stop(self) -> None:
@@ -152,6 +177,8 @@ class Door(Device):
         fire state is kept by the fire linkage and applied again at the next start). Call before the
         bus stops."""
         self._running = False
+        if self.supervisor is not None:
+            self.supervisor.stop()  # its timer too
         for task in (self._closer, self._reassert):
             if task is not None:
                 task.cancel()
@@ -186,6 +213,9 @@ class Door(Device):
         """Fire: the lock is held released (overriding lock and hold_open); cleared: the mode again."""
         self._fire = active
         self._log.warning("door_fire_release" if active else "door_fire_restore", mode=self._mode)
+        if not active and self.supervisor is not None:
+            self.supervisor.secure()  # the fire cut any pulse that was running
+        self._supervise_release()
         if active:
             await self.bus.write_coil(self.cfg.device_id, self.cfg.lock_coil, True)
             self._coil_on = True
@@ -203,6 +233,7 @@ class Door(Device):
             return  # already released
         if not self.online:  # fail fast, and schedule no off write that could only fail too
             raise DeviceUnavailable(f"offline: {self.bus.device_error(self.cfg.device_id)}")
+        self._authorise()
         if self.cfg.pulse_mode == "flash":
             # A flash restarts the board's timer. One sent within the last tenth of a pulse already
             # releases this grant for 90% of pulse_ms or more: write nothing (a held card, a flood).
@@ -241,6 +272,9 @@ class Door(Device):
             raise ValueError(f"unknown door mode {mode!r}")
         self._mode = mode
         self._log.info("door_mode", mode=mode)
+        if mode == "lock" and self.supervisor is not None:
+            self.supervisor.secure()  # a lockdown cuts a running pulse
+        self._supervise_release()
         if self._fire:
             return  # kept for when the fire clears; the lock stays released meanwhile
         if mode == "hold_open":
@@ -305,6 +339,8 @@ class Door(Device):
         is_open = value != self.cfg.door_sensor_closed_when
         changed = self._door_open is not None and is_open != self._door_open and not first
         self._door_open = is_open
+        if self.supervisor is not None:
+            self.supervisor.sensor(is_open, first)
         if changed:
             self._emit("door_sensor", is_open)
 
@@ -315,6 +351,7 @@ class Door(Device):
             return  # a button held at boot is not a press
         self._emit("exit_button", pressed)
         if pressed and self._running:
+            self._authorise()  # also in 'lock' mode, where it opens nothing: free egress is no break-in
             self.env.emit(EventSpec(self.door_id, "button", "granted", "ok", credential="exit"))
             asyncio.get_running_loop().create_task(self._exit_open())
 
@@ -324,7 +361,22 @@ class Door(Device):
                 await self.pulse()
         except Exception as exc:
             self._log.error("exit_open_failed", error=str(exc) or type(exc).__name__)
-            self.env.emit(EventSpec(self.door_id, "button", "denied", "device_unavailable", credential="exit"))
+            denied = EventSpec(self.door_id, "button", "denied", "device_unavailable", credential="exit")
+            self.env.emit(denied)
+
+    # ---------------------------------------------------------------- supervision (door_watch.py)
+
+    def _authorise(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.authorise(self.cfg.pulse_ms / 1000)
+
+    def _supervise_release(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.released(self._fire or self._mode == "hold_open")
+
+    def _alarm(self, result: NoteResult, reason: str) -> None:
+        self._log.warning("door_alarm" if result == "alarm" else "door_alarm_closed", reason=reason)
+        self.env.emit(EventSpec(self.door_id, "sensor", result, reason))
 
     def _emit(self, kind: str, value: bool) -> None:
         self._log.info("door_input", kind=kind, value=value)
