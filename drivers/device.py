@@ -49,6 +49,7 @@ class Grant:
     reader: str | None = None
     key: str | None = None
     seconds: float | None = None
+    t_in: float = 0.0  # time.perf_counter() of the presentation's last byte (latency accounting)
 
 
 @dataclass

@@ -99,7 +99,7 @@ class Flow:
             self._record(pres, dev_id, Decision("denied", decision.alarm, decision.subject,
                                                 credential=decision.credential), ctx, result="alarm")  # fmt: skip
         if decision.granted:
-            grant = Grant(decision, pres.method, pres.reader, key)
+            grant = Grant(decision, pres.method, pres.reader, key, t_in=pres.t_mono)
             self.spawn(self.actuate(device, grant, lambda: self._failed(pres, dev_id, decision, ctx)))
         # Logged after the actuation task's first step (FIFO), so rendering the line costs the door nothing.
         asyncio.get_running_loop().call_soon(_log_decision, dev_id, pres, decision)
@@ -152,7 +152,7 @@ class Flow:
             async with asyncio.timeout(device.actuation_timeout_s()):
                 await device.grant(grant)
             log.debug("actuated", device=device.device_id, credential=grant.decision.credential,
-                      t_act=t_act, t_done=time.perf_counter())  # fmt: skip
+                      t_in=grant.t_in, t_act=t_act, t_done=time.perf_counter())  # fmt: skip
         except asyncio.CancelledError:
             raise
         except Exception as exc:
