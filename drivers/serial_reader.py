@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from drivers.reader import Reader, ReaderEnv
 from drivers.registry import register_reader
 from edge.model import Method, Presentation
-from edge.normalize import BadCredential, normalize_card
+from edge.normalize import BadCredential, normalize_card, normalize_plate
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +34,9 @@ class SerialReaderConfig(BaseModel):
     baud: int = Field(9600, gt=0)
     terminators: list[Terminator] = Field(default_factory=lambda: ["CR", "LF", "CRLF"], min_length=1)
     max_line: int = Field(1024, ge=8, le=65536, description="longest accepted line, bytes")
-    content: Literal["qr", "card"] = Field(description="qr: lines are tokens; card: card numbers")
+    content: Literal["qr", "card", "plate"] = Field(
+        description="qr: lines are tokens; card: card numbers; plate: licence plates (a line is a plate)"
+    )
     card_format: Literal["hex", "decimal"] = Field(
         "hex", description="card lines: hex UID or decimal number (no guessing: '12345678' is both)"
     )
@@ -162,7 +164,12 @@ class SerialReader(Reader):
 
     @property
     def method(self) -> Method:
-        return "qr" if self.cfg.content == "qr" else "nfc"
+        return {"qr": "qr", "card": "nfc", "plate": "plate"}[self.cfg.content]  # type: ignore[return-value]
+
+    @property
+    def rate_limit_exempt(self) -> bool:
+        """A serial plate reader is a camera too: a queue of cars is no brute-force attack."""
+        return self.cfg.content == "plate"
 
     def on_status(self, cb: Callable[[str, bool, str | None], None]) -> None:
         """Register ``cb(reader_id, online, error)``; called on every change of (online, error)."""
@@ -300,6 +307,13 @@ class SerialReader(Reader):
             return  # whitespace only: treated like an empty line
         if self.cfg.content == "qr":
             pres = Presentation("token", text, "qr", self.reader_id, t)
+        elif self.cfg.content == "plate":
+            try:
+                plate = normalize_plate(text)
+            except BadCredential as exc:
+                self._reject(str(exc), exc.reason)
+                return
+            pres = Presentation("plate", plate, "plate", self.reader_id, t)
         else:
             try:
                 value = normalize_card(text, self.cfg.card_format)

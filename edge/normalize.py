@@ -13,7 +13,9 @@ from typing import Literal
 
 _HEX = frozenset("0123456789ABCDEF")
 _CARD_SEPARATORS = str.maketrans("", "", ":- ")
-_PLATE_SEPARATORS = str.maketrans("", "", " -·.・•")
+# Removed from plates (after NFKC, which already maps full-width forms and U+3000 to ASCII): whitespace,
+# dots and middle dots (·, ・, •, ‧, ∙, ･), and every dash a keyboard or a camera's font offers.
+_PLATE_SEPARATORS = str.maketrans("", "", " \t\r\n\x0b\x0c-.·・•‧∙･‐‑‒–—―−")
 _MAX_CARD = 2**80  # 10-byte UIDs (the longest ISO 14443 UID) fit; anything larger is not a card
 
 
@@ -65,6 +67,8 @@ def normalize_plate(text: str) -> str:
 
     NFKC first, so full-width letters/digits typed on a Chinese IME ('京Ａ１２３４５') match the
     ASCII spelling the whitelist uses. Only letters and digits may remain (as the store requires).
+    Lengths are not pinned to the 7 (京A12345) and 8 (new-energy 京AD12345) characters of civil
+    plates: police, embassy and cross-border plates (京A1234警, 使014578, 粤Z1234港) must match too.
     """
     if not isinstance(text, str):
         raise BadCredential("plate is not text")
