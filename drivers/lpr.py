@@ -20,10 +20,9 @@ import dataclasses
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import structlog
-from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drivers import lpr_dahua, lpr_hikvision, lpr_vzenith
@@ -41,7 +40,7 @@ MAX_AGE_S = 60.0  # a read older than this by the camera's clock is a replay, no
 SEEN_KEEP = 1024  # records remembered per camera, to answer re-pushes the same
 SEEN_TTL_S = 300.0  # ... for this long: a camera that restarts may reuse its plateids
 REBIND_S = 5.0  # a port in use is tried again this often
-OFFLINE_RECORD = "offline_record"  # reason of the event for a replayed read (not in mqtt.md's list yet)
+OFFLINE_RECORD = "expired"  # reason of the info event for a replayed read: too old to act on (a spec code)
 _NO_PLATE = {"", "UNKNOWN", "NOPLATE", "NONE", "NULL"}
 
 
@@ -195,14 +194,13 @@ class LprReader(Reader):
         age = None if read.taken_at is None else now - read.taken_at
         if read.offline or (age is not None and age > MAX_AGE_S):
             why = "marked offline by the camera" if read.offline else f"{age:.0f} s old by the camera's clock"
-            self._info(OFFLINE_RECORD, masked, f"{read.vendor} record {read.record}: {why}")
+            log.info("lpr_offline_record", reader=self.reader_id, plate=masked,
+                     detail=f"{read.vendor} record {read.record}: {why}")  # fmt: skip
+            self.env.note(Presentation("plate", plate, "plate", self.reader_id, t_mono), OFFLINE_RECORD)
             return Outcome(False, OFFLINE_RECORD)
-        pres = Presentation("plate", plate, "plate", self.reader_id, t_mono)
-        if read.confidence < self.cfg.min_confidence:
-            self._deny(
-                pres, "low_confidence", f"{masked}: confidence {read.confidence} < {self.cfg.min_confidence}"
-            )
-            return Outcome(False, "low_confidence")
+        # the engine denies a read below min_confidence `low_confidence` before any lookup
+        pres = Presentation("plate", plate, "plate", self.reader_id, t_mono, confidence=read.confidence,
+                            min_confidence=self.cfg.min_confidence)  # fmt: skip
         lookup = self.env.extra.get("lookup")
         if self.cfg.tolerant and lookup is not None:
             m = match_plate(plate, lambda v: lookup("plate", v), tolerant=True)
@@ -218,29 +216,16 @@ class LprReader(Reader):
         granted = bool(getattr(decision, "granted", False))
         return Outcome(granted, "granted" if granted else str(getattr(decision, "reason", "denied")))
 
-    def _deny(self, pres: Presentation, reason: str, detail: str) -> None:
-        """A denial decided here (low confidence): ``env.deny`` when the app offers it, else a reject."""
-        deny = getattr(self.env, "deny", None)
-        if callable(deny):
-            deny(pres, reason)
-        else:
-            self.env.reject(self.reader_id, reason, detail)
-
-    def _info(self, reason: str, credential: str, detail: str) -> None:
-        """An info event (a replayed record): ``env.info`` when the app offers it, else a reject."""
-        info = getattr(self.env, "info", None)
-        if callable(info):
-            info(self.reader_id, reason, credential, detail)
-        else:
-            self.env.reject(self.reader_id, reason, detail)
-
 
 def _no_plate(text: str) -> bool:
     """Cameras push a read without a plate as 无牌车 / 无车牌 / _无_ / 未识别 / unknown."""
     return "无" in text or "未识别" in text or text.strip("_-*# ").upper() in _NO_PLATE
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+if TYPE_CHECKING:  # aiohttp is imported when the listener starts: a box without plate cameras skips it
+    from aiohttp import web
+
+Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
 
 class LprService(Service):
@@ -267,6 +252,8 @@ class LprService(Service):
     # --- lifecycle -----------------------------------------------------------------------
     async def started(self) -> None:
         """Listen only once every device is in its safe state: a push may open one at once."""
+        from aiohttp import web
+
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post(self.cfg.path, self._guard(self._push))
         app.router.add_post(lpr_dahua.TOLLGATE_PATH, self._guard(self._dahua))
@@ -277,6 +264,8 @@ class LprService(Service):
             self._bind_task = asyncio.get_running_loop().create_task(self._rebind(), name="lpr-rebind")
 
     async def _bind(self) -> bool:
+        from aiohttp import web
+
         assert self._runner is not None
         try:
             await web.TCPSite(self._runner, self.cfg.host, self.cfg.port, reuse_address=True).start()
@@ -318,6 +307,8 @@ class LprService(Service):
         """Body limit, and any bug answered 500 and logged instead of escaping into aiohttp."""
 
         async def run(request: web.Request) -> web.StreamResponse:
+            from aiohttp import web
+
             if (request.content_length or 0) > MAX_BODY:
                 return self._bad(request, 413, f"body over {MAX_BODY} bytes")
             try:
@@ -333,6 +324,8 @@ class LprService(Service):
         return run
 
     def _bad(self, request: web.Request, status: int, reason: str) -> web.Response:
+        from aiohttp import web
+
         self.counts[f"http_{status}"] += 1
         log.warning("lpr_push_refused", status=status, reason=reason, path=request.path, peer=request.remote)
         return web.json_response({"error": reason}, status=status)
@@ -353,6 +346,8 @@ class LprService(Service):
         return reader, outcome
 
     async def _push(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         body = await request.read()
         ctype = request.headers.get("Content-Type", "")
         if lpr_vzenith.looks_like(body):
@@ -372,11 +367,15 @@ class LprService(Service):
         raise BadPush(400, "neither a Vzenith AlarmInfoPlate nor a Hikvision EventNotificationAlert push")
 
     async def _dahua(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         read = lpr_dahua.parse(await request.read())
         self._decide(read, "DeviceID")
         return web.json_response(lpr_dahua.ANSWER)
 
     async def _keepalive(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         device = lpr_dahua.keepalive_device(await request.read())
         if device is not None:
             self._reader(device, "DeviceID").last_heard = time.time()

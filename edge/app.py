@@ -69,7 +69,7 @@ class Gateway:
         }
         self.reader_device = cfg.reader_device()
         self.flow = Flow(self, self.devices, self.reader_device)
-        renv = ReaderEnv(self.present, self.reader_reject, self.flow.note)
+        renv = ReaderEnv(self.present, self.reader_reject, self.flow.note, extra={"lookup": self.store.lookup})
         self.readers: dict[str, Reader] = {
             rid: READER_TYPES[rcfg.type].build(rid, rcfg, renv) for rid, rcfg in cfg.reader_models().items()
         }

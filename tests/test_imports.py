@@ -130,3 +130,19 @@ def test_product_modules_do_not_import_simulators() -> None:
     product = [m for m in graph if not _is_under(m, SIMULATORS) and m not in MAY_IMPORT_SIMULATORS]
     wrong = {m: sorted(d for d in graph[m] if _is_under(d, SIMULATORS)) for m in product}
     assert {m: d for m, d in wrong.items() if d} == {}
+
+
+def test_heavy_reader_libraries_load_only_when_a_reader_needs_them() -> None:
+    """A box without a camera, NFC reader or plate camera carries no OpenCV, nfcpy or aiohttp in memory:
+    driver modules register their config models without importing them (RSS, start-up time)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, edge.app, edge.config\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'cv2', 'numpy', 'nfc', 'aiohttp', "
+        "'zxingcpp', 'pyzbar', 'usb1'})\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"imported at start-up: {out.stdout.strip()}"
