@@ -187,6 +187,10 @@ class ConfigBase(_Strict):
             for key, bus in _bus_refs(sec) if sec is not None else []:
                 if bus not in self.buses:
                     raise _RefError((name, *key), f"no bus {bus!r} in buses")
+            refs = getattr(sec, "device_refs", None)
+            for key, dev_id in refs() if callable(refs) else []:
+                if dev_id not in seen:
+                    raise _RefError((name, *key), f"no device {dev_id!r} (devices: {', '.join(seen) or 'none'})")
         self._one_driver_per_output()
         return self
 
@@ -308,6 +312,9 @@ def parse_config(text: str, path: Path) -> Config:
     if not cfg.gateway.data_dir.is_absolute():
         cfg.gateway.data_dir = (path.parent / cfg.gateway.data_dir).resolve()
     for reader in cfg.reader_models().values():
+        resolve = getattr(reader, "resolve_paths", None)
+        if callable(resolve):
+            resolve(path.parent)  # its own relative paths (a camera's file source) follow the config file
         if hasattr(reader, "port") and not Path(reader.port).is_absolute():
             reader.port = os.path.abspath(path.parent / reader.port)  # never follow links: udev's move
     for bus in cfg.buses.values():

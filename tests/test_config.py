@@ -253,3 +253,18 @@ def test_shipped_configs_still_load() -> None:
     for name in ("demo.yaml", "example-rtu.yaml"):
         out = check_config(ROOT / "config" / name)
         assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_section_naming_an_unknown_device_is_refused_with_its_line(tmp_path: Path) -> None:
+    p = tmp_path / "gw.yaml"
+    p.write_text(
+        "gateway: {site: s, id: g}\n"
+        "buses: {b: {type: modbus_tcp, host: 127.0.0.1}}\n"
+        "doors: {d1: {bus: b, device_id: 1, zone: z}}\n"
+        "fire:\n"
+        "  inputs: [{bus: b, device_id: 1, input: 7}]\n"
+        "  release: [d1, d-typo]\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.render() == f"{p}:6: fire.release[1]: no device 'd-typo' (devices: d1)"

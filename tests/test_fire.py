@@ -111,9 +111,8 @@ def test_config_words_bus_refs_and_refusals(tmp_path: Path) -> None:
 
 
 def test_release_names_an_unknown_device(tmp_path: Path) -> None:
-    cfg = load_config(write_config(tmp_path, 1502, {"release": ["d-normal", "d-typo"]}))
-    with pytest.raises(ValueError, match=r"fire.release\[1\]: no device 'd-typo'"):
-        Gateway(cfg)
+    with pytest.raises(ConfigError, match=r"fire.release\[1\]: no device 'd-typo'"):
+        load_config(write_config(tmp_path, 1502, {"release": ["d-normal", "d-typo"]}))
 
 
 # --- behaviour -----------------------------------------------------------------------------------
