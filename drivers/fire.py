@@ -135,7 +135,8 @@ class FireLinkage(Service):
         self._settled = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         for i, inp in enumerate(cfg.inputs):
-            env.inputs.watch(inp.bus, inp.device_id, inp.input, lambda v, first, i=i: self._input(i, v))
+            env.inputs.watch(inp.bus, inp.device_id, inp.input, lambda v, first, i=i: self._input(i, v),
+                             urgent=inp.active_when)  # fire at first sight; its end is debounced  # fmt: skip
         for bus, unit in dict.fromkeys((inp.bus, inp.device_id) for inp in cfg.inputs):
             env.inputs.on_lost(bus, unit, lambda lost, err, b=bus, u=unit: self._board_lost(b, u, lost, err))
 

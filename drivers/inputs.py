@@ -5,7 +5,9 @@ fire input side by side. One FC02 read of the board's inputs per ``poll_interval
 them (instead of one poller per device), so the bus carries one request per board per cycle however
 many devices are wired to it. A change is reported only once it has held for ``debounce_ms``: a
 second read that long after the first sight confirms it, so a bouncing contact is one event and a
-change costs at most one poll period plus the debounce.
+change costs at most one poll period plus the debounce. A watcher may name an ``urgent`` value (the
+fire input's "fire"): a change *to* it is reported at first sight, since acting on a glitch there errs
+toward safety (doors released), while the change back is debounced like any other.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class _Board:
     watchers: dict[int, list[InputCallback]] = field(default_factory=dict)
     lost_cbs: list[LostCallback] = field(default_factory=list)
     stable: dict[int, bool] = field(default_factory=dict)
+    urgent: dict[int, bool] = field(default_factory=dict)  # address -> value reported without debounce
     lost: bool | None = None
     task: asyncio.Task[None] | None = None
     reads: int = 0
@@ -57,9 +60,15 @@ class InputHub:
         self._boards: dict[tuple[str, int], _Board] = {}
         self._running = False
 
-    def watch(self, bus: str, unit: int, address: int, cb: InputCallback) -> None:
-        """Call ``cb`` with the debounced value of discrete input ``address`` of board ``unit``."""
-        self._board(bus, unit).watchers.setdefault(address, []).append(cb)
+    def watch(
+        self, bus: str, unit: int, address: int, cb: InputCallback, *, urgent: bool | None = None
+    ) -> None:
+        """Call ``cb`` with the debounced value of discrete input ``address`` of board ``unit``; a change
+        to ``urgent`` (if given) is reported at first sight."""
+        board = self._board(bus, unit)
+        board.watchers.setdefault(address, []).append(cb)
+        if urgent is not None:
+            board.urgent[address] = urgent
         if self._running:
             self._start_board((bus, unit))
 
@@ -131,6 +140,9 @@ class InputHub:
             board.stable[a] = bits[a - lo]
             self._notify(board, a, True)
         changed = {a: bits[a - lo] for a in board.watchers if a not in first and bits[a - lo] != board.stable[a]}
+        for a in [a for a, v in changed.items() if board.urgent.get(a) == v]:
+            board.stable[a] = changed.pop(a)
+            self._notify(board, a, False)
         if not changed:
             return
         debounce_s = getattr(board.bus.cfg, "debounce_ms", DEFAULT_DEBOUNCE_MS) / 1000

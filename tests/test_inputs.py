@@ -106,3 +106,28 @@ async def test_a_board_that_stops_answering_is_reported_and_its_values_restart_a
         assert await eventually(lambda: seen[-1] == (True, True), 5)  # a state after the outage, not a change
     finally:
         await hub.stop()
+
+
+async def test_a_change_to_the_urgent_value_is_reported_at_first_sight(
+    board: tuple[RelayBoardSim, ModbusBus],
+) -> None:
+    """The fire input: "fire" counts at once (a glitch errs toward release), its end is debounced."""
+    sim, bus = board
+    hub = InputHub({"b0": bus})
+    seen: list[tuple[bool, bool]] = []
+    hub.watch("b0", 1, 3, lambda v, first: seen.append((v, first)), urgent=True)
+    await hub.start()
+    try:
+        assert await eventually(lambda: seen == [(False, True)])
+        sim.set_input(1, 3, True)
+        n = fc02(sim)
+        assert await eventually(lambda: fc02(sim) > n, 2)
+        assert await eventually(lambda: seen == [(False, True), (True, False)], 0.2)  # no 300 ms wait
+        sim.set_input(1, 3, False)
+        n = fc02(sim)
+        assert await eventually(lambda: fc02(sim) > n, 2)
+        sim.set_input(1, 3, True)  # back within the debounce: the end of the fire never counted
+        await asyncio.sleep(0.8)
+        assert seen == [(False, True), (True, False)]
+    finally:
+        await hub.stop()
