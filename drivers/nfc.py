@@ -143,9 +143,14 @@ class NfcReader(Reader):
         while not self._stop.is_set():
             try:
                 result = clf.connect(rdwr=options, terminate=self._terminate)
-            except Exception as exc:  # a driver error nfcpy does not map to False
+            except OSError as exc:  # a driver error nfcpy does not map to False: the device is lost
                 log.warning("nfc_reader_failed", reader=self.reader_id, error=_reason(exc))
                 return _reason(exc)
+            except Exception as exc:  # a card nfcpy chokes on is no reason to drop the reader
+                log.exception("nfc_cycle_failed", reader=self.reader_id, error=_reason(exc))
+                self._pending = None
+                self._stop.wait(CYCLE_PAUSE_S)
+                continue
             finally:
                 self._session = False
             if result is False:  # nfcpy caught an IOError: the device is gone (unplugged, reset)
