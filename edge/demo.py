@@ -2,7 +2,8 @@
 
 `edge sim` plays the hardware of a config (relay boards on its Modbus TCP buses, pty scanners at
 its serial readers' ports) for a separate `edge run`. `edge demo` runs hardware and gateway in one
-process, shows a door opening for a demo visitor code and refusing bad ones, then takes typed codes.
+process, plays a scripted story (a door, a car at the barrier, a lift, a fire), then takes typed
+codes and commands that move the simulated world (edge/sim/prompt.py).
 """
 
 from __future__ import annotations
@@ -17,22 +18,21 @@ from typing import Any
 from edge.config import Config
 from edge.runner import load_config_or_exit
 from edge.sim.demo_key import DEMO_KID
-from edge.sim.hardware import SimHardware, mint_demo_code, stdin_lines
+from edge.sim.hardware import SimHardware, mint_demo_code
+from edge.sim.prompt import HELP, stdin_lines
 
 
 async def run_sim(cfg: Config, interactive: bool) -> None:
     hw = SimHardware(cfg)
     await hw.start()
-    for rid, r in cfg.readers.items():
+    for rid in hw.scanners:
+        r = cfg.readers[rid]
         print(f"simulated {r.content} reader {rid} at {r.port}")
-    for bid, bus in cfg.buses.items():
-        if bid in hw.boards:
-            print(f"simulated relay board on {bus.host}:{bus.port} (bus {bid})")  # type: ignore[union-attr]
-    print(
-        "type a code (or card:HEX) and Enter; Ctrl-D or Ctrl-C to stop"
-        if interactive
-        else "running; Ctrl-C to stop"
-    )
+    for bid, board in hw.boards.items():
+        bus = cfg.buses[bid]
+        units = ", ".join(str(u) for u in board.device_ids())
+        print(f"simulated relay board on {bus.host}:{bus.port} (bus {bid}, units {units})")  # type: ignore[union-attr]
+    print(f"{HELP}\nCtrl-D or Ctrl-C to stop" if interactive else "running; Ctrl-C to stop")
     try:
         if interactive:
             await stdin_lines(hw)

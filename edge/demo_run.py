@@ -1,4 +1,6 @@
-"""The scripted `edge demo`: a door opens for a demo visitor code and refuses bad ones, no hardware needed.
+"""The scripted `edge demo`: a door opens for a demo visitor code and refuses bad ones, a resident's card
+enables their floor in the lift, a visitor's car passes the barrier, a fire releases everything and
+clears (edge/sim/demo_story.py checks each on the board's own writes); no hardware needed.
 
 With Mosquitto installed (and no --no-broker) it also plays the cloud on a private local broker:
 the whitelist arrives as a snapshot, a signed remote open opens the door, every decision reaches
@@ -13,7 +15,6 @@ import base64
 import contextlib
 import json
 import sys
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,9 @@ from edge.config import Config, MqttSection
 from edge.model import Event
 from edge.runner import load_config_or_exit, read_entries
 from edge.sim.demo_cloud import DemoCloud
-from edge.sim.hardware import DEMO_WHITELIST, SimHardware, mint_demo_code, stdin_lines
+from edge.sim.demo_story import Story, eventually
+from edge.sim.hardware import DEMO_WHITELIST, SimHardware, mint_demo_code
+from edge.sim.prompt import HELP, stdin_lines
 
 if TYPE_CHECKING:
     from edge.app import Gateway
@@ -50,15 +53,6 @@ def _forge(code: str) -> str:
     return ".".join((head, forged.decode(), sig))
 
 
-async def _eventually(pred: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
-
-
 async def run_demo(cfg: Config, once: bool, say: Say = print, cloud: DemoCloud | None = None) -> bool:
     """Plays SCRIPT (and the cloud's part when ``cloud`` is given); True if all went as expected."""
     from edge.app import Gateway
@@ -78,8 +72,9 @@ async def run_demo(cfg: Config, once: bool, say: Say = print, cloud: DemoCloud |
             await hw.stop()
             return False
     gw = Gateway(cfg)
-    if cloud is None and gw.store.count() == 0:
-        import_file()
+    demo_entries = [entry_from_wire(e) for e in read_entries(str(DEMO_WHITELIST))]
+    if cloud is None and any(gw.store.lookup(e.kind, e.value) != e for e in demo_entries):
+        import_file()  # an empty data dir, or one filled from an older demo list
     events: asyncio.Queue[Event] = asyncio.Queue()
     seen: list[Event] = []
 
@@ -92,14 +87,16 @@ async def run_demo(cfg: Config, once: bool, say: Say = print, cloud: DemoCloud |
         seen.append(ev)
         events.put_nowait(ev)
 
-    async def expect(what: str, want: str) -> bool:
+    async def expect(what: str, want: str, device: str | None = None) -> bool:
         try:
             ev = await asyncio.wait_for(events.get(), 5)
         except TimeoutError:
             say(f"  (no {what} within 5 s: is the {what.split()[0]} path up?)")
             return False
-        if f"{ev.result}/{ev.reason}" != want:
-            say(f"  unexpected: wanted {want}")
+        if f"{ev.result}/{ev.reason}" != want or (device is not None and ev.device != device):
+            say(
+                f"  unexpected: wanted {device + ' ' if device else ''}{want}, got {ev.device} {ev.result}/{ev.reason}"
+            )
             return False
         return True
 
@@ -107,7 +104,7 @@ async def run_demo(cfg: Config, once: bool, say: Say = print, cloud: DemoCloud |
     await gw.start()
     ok = True
     try:
-        await _eventually(
+        await eventually(
             lambda: all(d.online for d in gw.devices.values()) and all(r.online for r in gw.readers.values()),
             5,
         )
@@ -120,6 +117,9 @@ async def run_demo(cfg: Config, once: bool, say: Say = print, cloud: DemoCloud |
             hw.type_line(line.format(code=code, forged=_forge(code)))
             ok = await expect("reader decision", want) and ok
             await asyncio.sleep(0.4)
+        story = Story(hw, say, expect)
+        ok = await story.lift_begins() and ok  # its grant runs out while the car passes
+        ok = await story.car_passes() and ok
         if cloud is not None:
             door = next(iter(cfg.doors))
             say(f"> On the property platform, {REMOTE_BY} opens {door} remotely")
@@ -134,6 +134,9 @@ async def run_demo(cfg: Config, once: bool, say: Say = print, cloud: DemoCloud |
                 )
                 ok = ok and res.get("ok") is True
             await asyncio.sleep(0.4)
+        ok = await story.lift_ends() and ok
+        ok = await story.fire() and ok
+        if cloud is not None:
             say("> What reached the cloud")
             ok = await cloud.check_events(list(seen)) and ok
         tail = ", and the cloud got them all" if cloud is not None else ""
@@ -147,7 +150,7 @@ async def run_demo(cfg: Config, once: bool, say: Say = print, cloud: DemoCloud |
                     f"\nthe demo broker is at {m.host}:{m.port}; in another terminal:\n"
                     f"  edge cloud watch --host {m.host} --port {m.port} --site {cfg.gateway.site}"
                 )
-            say("\nnow type a code and Enter (or card:HEX); `edge demo-code -c ...` mints more; Ctrl-D quits")
+            say(f"\nnow type a code (`edge demo-code -c ...` mints more) or a command; Ctrl-D quits\n{HELP}")
             await stdin_lines(hw)
         else:
             await asyncio.sleep(0.5)
@@ -163,7 +166,7 @@ async def run_demo(cfg: Config, once: bool, say: Say = print, cloud: DemoCloud |
 async def _take_cloud_list(gw: Gateway, cloud: DemoCloud, say: Say, import_file: Callable[[], None]) -> bool:
     """The gateway's whitelist comes from the cloud's snapshot; the file only if that fails."""
     version = await cloud.serve_whitelist(DEMO_WHITELIST)
-    if version is not None and await _eventually(lambda: gw.store.version == version, 10):
+    if version is not None and await eventually(lambda: gw.store.version == version, 10):
         say(f"  [gateway] whitelist v{version} from the cloud is active: {gw.store.count()} entries")
         return True
     say("  [gateway] did not take the cloud's whitelist: see the log above")

@@ -118,4 +118,9 @@ def test_demo_runs_offline_and_shows_the_door(tmp_path: Path) -> None:
     assert "GRANTED visitor:88" in out.stdout
     assert "lock RELEASED" in out.stdout
     assert "reason bad_signature" in out.stdout and "reason malformed" in out.stdout
+    assert "car-in: GRANTED visitor:301 (reason ok)" in out.stdout  # the plate reader at the barrier
+    assert "[relay board] car-in: CLOSE contact: arm goes DOWN" in out.stdout
+    assert "[relay board] tower-1: floor 3 ENABLED" in out.stdout
+    assert "gateway: ALARM (reason fire_alarm)" in out.stdout
+    assert "[check] FAILED" not in out.stdout
     assert "every decision as expected" in out.stdout

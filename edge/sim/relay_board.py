@@ -113,6 +113,13 @@ class RelayBoardSim:
     def set_input(self, device_id: int, n: int, value: bool) -> None:
         self._units[device_id].inputs[n] = value
 
+    def input(self, device_id: int, n: int) -> bool:
+        return self._units[device_id].inputs[n]
+
+    def device_ids(self) -> list[int]:
+        """The units plugged in (answering)."""
+        return sorted(self._units)
+
     def on_write(self, cb: Callable[[CoilWrite], None]) -> None:
         self._callbacks.append(cb)
 
