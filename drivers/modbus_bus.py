@@ -82,6 +82,16 @@ class _Device:
     next_probe: float = 0.0
     last_ok: float = field(default_factory=time.monotonic)
     slow: bool = False  # answered after probe_timeout once: its probes wait the full timeout
+    stalled: bool = False  # its request outlived the preemption grace: cut at once until it answers
+
+
+PREEMPT_GRACE_S = 0.02  # how long an actuation lets a healthy unit's in-flight poll finish (TCP)
+
+
+def _cancel_if(bus: ModbusBus, device_id: int, attempt: asyncio.Future[object]) -> None:
+    if bus._inflight is not None and bus._inflight[1] is attempt and not attempt.done():
+        bus._devices[device_id].stalled = True  # the next actuation does not wait for it again
+        attempt.cancel()
 
 
 class ModbusBus:
@@ -223,7 +233,13 @@ class ModbusBus:
             return
         current, attempt = self._inflight
         if current.priority != URGENT and current.device_id != job.device_id:
-            attempt.cancel()  # the worker sees it cancelled and raises _Preempted
+            if current.probe or not self._good(current.device_id) or self._devices[current.device_id].stalled:
+                attempt.cancel()  # the worker sees it cancelled and raises _Preempted
+            else:
+                # A healthy unit answers in a few ms: give it that long. Cutting it at once left its
+                # late reply to land beside the next reply, and pymodbus then dropped the next reply
+                # too (a fire release held up by a whole timeout). A unit silent past the grace is cut.
+                asyncio.get_running_loop().call_later(PREEMPT_GRACE_S, _cancel_if, self, current.device_id, attempt)
 
     async def _take(self) -> _Job:
         while not self._jobs:
@@ -330,6 +346,7 @@ class ModbusBus:
     def _succeeded(self, device_id: int) -> None:
         dev = self._devices[device_id]
         dev.failures = 0
+        dev.stalled = False
         dev.last_ok = time.monotonic()
         if not dev.online:
             dev.online, dev.error = True, None
