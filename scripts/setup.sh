@@ -9,6 +9,7 @@ command -v socat >/dev/null 2>&1 || need_pkgs+=(socat)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_pkgs+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need_pkgs+=(mosquitto-clients)
 ldconfig -p 2>/dev/null | grep -q libzbar.so || need_pkgs+=(libzbar0)
+ldconfig -p 2>/dev/null | grep -q libusb-1.0.so || need_pkgs+=(libusb-1.0-0)  # USB NFC readers (nfcpy)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_pkgs[*]}"
