@@ -137,6 +137,8 @@ class BarrierLogic:
         if self.fire and self.arm in ("down", "falling"):
             out.append(Command("hold_on"))  # fire: something lowered it; raise it again
             self.arm, self.moved_at = "rising", now
+        elif self.arm == "falling" and self.loop:
+            out.append(self._raise(now))  # lowered by the controller itself onto a vehicle: up at once
         return out
 
     def set_fire(self, now: float, active: bool) -> list[Command]:

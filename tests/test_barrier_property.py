@@ -125,6 +125,9 @@ class Checked:
 @PURE
 @example(Params(0.5, 1.0, 4.0), False, [("grant", None), ("wait", 1.5), ("loop", True), ("loop", False),
                                         ("wait", 0.6), ("loop", True)])  # the standards' case, always run
+@example(Params(0.0, 1.0, 1.0, up_limit=True, down_limit=False), False,
+         [("grant", None), ("grant", None), ("loop", True), ("limit", "up", True),
+          ("limit", "up", False)])  # found by hypothesis: the controller lowers the arm onto a car  # fmt: skip
 @given(PARAMS, st.sampled_from([False, False, True]), st.lists(EVENTS, min_size=5, max_size=60))
 def test_logic_never_closes_on_a_vehicle_and_always_reopens(p: Params, fire: bool, events: list[Any]) -> None:
     run = Checked(p, fire)
