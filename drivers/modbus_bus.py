@@ -107,6 +107,7 @@ class ModbusBus:
         self._inflight: tuple[_Job, asyncio.Future[ModbusPDU]] | None = None
         self._seq = itertools.count()
         self._late_from: set[int] = set()  # devices whose last short attempt timed out
+        self._rtt_ms: dict[int, float] = {}  # duration of each device's last answered request
         self._client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake_prober = asyncio.Event()
@@ -132,6 +133,10 @@ class ModbusBus:
     def device_error(self, device_id: int) -> str | None:
         dev = self._devices.get(device_id)
         return None if dev is None else dev.error
+
+    def device_rtt_ms(self, device_id: int) -> float | None:
+        """Round trip of the device's last answered request (`edge doctor`), None before any answer."""
+        return self._rtt_ms.get(device_id)
 
     async def start(self) -> None:
         if self._running:
@@ -328,6 +333,7 @@ class ModbusBus:
         resp = attempt.result()
         if resp.function_code & 0x7F != request.function_code:
             raise _StrayReply(f"late reply (fc {resp.function_code}) to an earlier request")
+        self._rtt_ms[job.device_id] = spent * 1e3
         return resp
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:

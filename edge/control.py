@@ -1,5 +1,5 @@
-"""Local control socket (unix, 0600): lets `edge open` / `edge status` / `edge fire reset` talk to the
-running daemon.
+"""Local control socket (unix, 0600): lets `edge open` / `edge status` / `edge fire reset` /
+`edge doctor` talk to the running daemon.
 
 The serial and RTU ports are held by the daemon, so a maintenance open must go through it rather
 than open the bus a second time. One JSON object per line, one reply per request.
@@ -52,6 +52,10 @@ async def _handle(gw: Gateway, req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": err is None, "error": err}
     if cmd == "fire_reset":
         return await _fire_reset(gw, str(req.get("by") or "local"))
+    if cmd == "doctor":  # `edge doctor`: the daemon's own view of its hardware (it holds the ports)
+        from edge.doctor_checks import daemon_view
+
+        return {"ok": True, "doctor": daemon_view(gw)}
     return {"ok": False, "error": "unknown_command"}
 
 
