@@ -252,6 +252,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Checks for the installer at the gate (edge/doctor.py): 0 all well, 1 something fails, 2 bad config."""
+    from edge.doctor import main as doctor
+
+    return doctor(args.config, as_json=args.json)
+
+
 def cmd_fire(args: argparse.Namespace) -> int:
     """`edge fire reset` / `edge fire status` through the running daemon (it holds the buses)."""
     import getpass
@@ -325,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("door")
     op.set_defaults(func=cmd_open)
     with_config(sub.add_parser("status", help="status of the running daemon")).set_defaults(func=cmd_status)
+    dr = with_config(sub.add_parser("doctor", help="check config, ports, devices, readers, cloud, clock, disk"))
+    dr.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    dr.set_defaults(func=cmd_doctor)
 
     fire = sub.add_parser("fire", help="fire linkage of the running daemon")
     fsub = fire.add_subparsers(dest="fire_cmd", required=True)
