@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("door")
     op.set_defaults(func=cmd_open)
     with_config(sub.add_parser("status", help="status of the running daemon")).set_defaults(func=cmd_status)
-    dr = with_config(sub.add_parser("doctor", help="check config, ports, devices, readers, cloud, clock, disk"))
+    dr = with_config(sub.add_parser("doctor", help="is this box ready? config, ports, devices, cloud..."))
     dr.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     dr.set_defaults(func=cmd_doctor)
 
