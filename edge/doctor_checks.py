@@ -304,8 +304,8 @@ def outbox(path: Path, max_events: int, cloud: bool) -> Check:
 
 
 def whitelist(path: Path, cloud: bool) -> Check:
-    """Version and size from the store's meta; the last sync is the last cloud snapshot the store
-    started (it timestamps nothing else: deltas leave no time behind)."""
+    """Version and size from the store's meta, and how long ago the last snapshot, delta or import was
+    applied (meta `synced_at`, unix ms)."""
     if not path.exists():
         return Check(
             "whitelist", "warn", "no whitelist yet: only QR codes can open", {"version": 0, "entries": 0}
@@ -313,20 +313,20 @@ def whitelist(path: Path, cloud: bool) -> Check:
     try:
         con = _ro(path)
         try:
-            meta = dict(con.execute("SELECT k, v FROM meta WHERE k IN ('version', 'count')"))
-            snap = con.execute("SELECT max(at) FROM snap_seen").fetchone()[0]
+            meta = dict(con.execute("SELECT k, v FROM meta WHERE k IN ('version', 'count', 'synced_at')"))
         finally:
             con.close()
     except sqlite3.Error as exc:
         return Check("whitelist", "fail", f"{path}: cannot read: {exc}")
     version, n = int(meta.get("version", 0)), int(meta.get("count", 0))
-    age = None if snap is None else max(0.0, time.time() - int(snap) / 1e9)
-    data = {"version": version, "entries": n, "last_snapshot_age_s": None if age is None else round(age)}
+    synced = meta.get("synced_at")
+    age = None if synced is None else max(0.0, time.time() - int(synced) / 1000)
+    data = {"version": version, "entries": n, "last_sync_age_s": None if age is None else round(age)}
     text = f"version {version}, {n} entries"
     if age is not None:
-        text += f"; last cloud snapshot {ago(age)} ago (deltas since are not timestamped)"
+        text += f"; last change applied {ago(age)} ago (snapshot, delta or import)"
     elif cloud:
-        text += "; no cloud snapshot recorded (deltas or imports only: their time is not recorded)"
+        text += "; no change applied since this store was created"
     if n == 0:
         return Check("whitelist", "warn", f"{text}: empty, only QR codes can open", data)
     return Check("whitelist", "ok", text, data)

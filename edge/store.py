@@ -91,6 +91,7 @@ INSERT OR IGNORE INTO meta VALUES ('version', 0), ('active', 'a'), ('count', 0);
 """
 _USES = "CREATE TABLE IF NOT EXISTS uses(jti TEXT PRIMARY KEY, n INTEGER NOT NULL, expires INTEGER NOT NULL)"
 _SNAP_KEYS = ("snap_id", "snap_version", "snap_parts")
+_SYNCED_AT = "INSERT OR REPLACE INTO meta VALUES ('synced_at', ?)"  # unix ms of the last applied change
 
 
 def _connect(path: Path, *, autocheckpoint: bool = True) -> sqlite3.Connection:
@@ -262,6 +263,7 @@ class WhitelistStore:
                 w.executemany(
                     "UPDATE meta SET v = ? WHERE k = ?", ((new, "active"), (version, "version"), (n, "count"))
                 )
+                w.execute(_SYNCED_AT, (int(time.time() * 1000),))
             w.execute("DELETE FROM meta WHERE k IN (?, ?, ?)", _SNAP_KEYS)
             w.execute("DELETE FROM staging")
             w.execute("DELETE FROM staged")
@@ -355,6 +357,7 @@ class WhitelistStore:
                 else:
                     w.execute("INSERT OR REPLACE INTO keys VALUES (?, ?)", op[1:])
             w.executemany("UPDATE meta SET v = ? WHERE k = ?", ((to, "version"), (n, "count")))
+            w.execute(_SYNCED_AT, (int(time.time() * 1000),))
         self._version, self._count = to, n  # reached only after COMMIT
         return True
 

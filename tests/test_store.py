@@ -549,3 +549,26 @@ async def test_parts_in_key_order_and_out_of_order_make_the_same_list(db: Path) 
     raw = sqlite3.connect(db)
     assert raw.execute("SELECT count(*) FROM staged").fetchone() == (0,)  # nothing left behind
     raw.close()
+
+
+async def test_the_time_of_the_last_applied_change_is_on_disk(store: WhitelistStore, db: Path) -> None:
+    """`edge doctor` tells the installer how old the list is: meta `synced_at` (unix ms) moves with every
+    applied delta and swap, and not with a refused one."""
+    import sqlite3
+    import time
+
+    def synced_at() -> int | None:
+        con = sqlite3.connect(db)
+        try:
+            row = con.execute("SELECT v FROM meta WHERE k = 'synced_at'").fetchone()
+            return None if row is None else int(row[0])
+        finally:
+            con.close()
+
+    assert synced_at() is None
+    t0 = int(time.time() * 1000)
+    assert await store.apply_delta({"type": "delta", "from": 0, "to": 1, "ops": []})
+    first = synced_at()
+    assert first is not None and first >= t0
+    assert not await store.apply_delta({"type": "delta", "from": 5, "to": 6, "ops": []})  # a gap: refused
+    assert synced_at() == first
