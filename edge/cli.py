@@ -99,12 +99,12 @@ def _describe(model: Any) -> str:
 
 
 def cmd_token_verify(args: argparse.Namespace) -> int:
-    from edge.app import build_policy
     from edge.clock import ClockState
     from edge.engine import DeviceContext, decide_token
     from edge.model import Presentation
     from edge.store import WhitelistStore
     from edge.tokens import TokenClaims, verify_token
+    from edge.trust import build_policy
 
     cfg = _load(args.config)
     zone = args.zone or next((getattr(d, "zone", "") for _, _, d in cfg.devices()), "")
@@ -286,7 +286,12 @@ def cmd_fire(args: argparse.Namespace) -> int:
     return 0 if reply.get("ok") else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+SIM_COMMANDS = frozenset({"sim", "demo", "demo-code", "cloud"})
+
+
+def build_parser(*, with_sims: bool = True) -> argparse.ArgumentParser:
+    """``with_sims=False`` leaves out the simulator commands: `edge run` on a gate box then never imports
+    the simulators (pymodbus' server, the cloud simulator, QR imaging), which cost ~14 MB of RSS."""
     p = argparse.ArgumentParser(prog="edge", description="Community gate edge gateway")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -344,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_fire)
 
     # the simulators' subcommands: they import the product (edge.runner), never this module
+    if not with_sims:
+        return p
     from edge import demo
 
     demo.add_cli(sub, with_config)
@@ -357,7 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    first = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(with_sims=first is None or first in SIM_COMMANDS).parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -146,3 +146,23 @@ def test_heavy_reader_libraries_load_only_when_a_reader_needs_them() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"imported at start-up: {out.stdout.strip()}"
+
+
+def test_gate_commands_do_not_import_the_simulators() -> None:
+    """`edge run` / `check-config` on a gate box load no simulator (pymodbus' server, the cloud
+    simulator, QR imaging): ~14 MB of RSS. The simulator commands still appear in `edge --help`."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contextlib, io\n"
+        "from edge.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['check-config', 'config/demo.yaml'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('edge.sim', 'edge.demo', 'segno'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+    helptext = subprocess.run([sys.executable, "-m", "edge.cli", "--help"], capture_output=True, text=True,
+                              cwd=ROOT).stdout  # fmt: skip
+    assert "demo" in helptext and "cloud" in helptext
