@@ -38,25 +38,44 @@ def read_entries(path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def _reload_unsupported() -> None:
+    import structlog
+
+    structlog.get_logger(__name__).warning(
+        "reload_not_supported", hint="restart the service to apply a changed config"
+    )
+
+
 async def run_gateway(cfg: Config, stop_event: asyncio.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (exit code 0) or until a supervised loop gives up (1: systemd restarts
-    the daemon rather than leave it half alive). Either way outputs go to their safe state first."""
+    the daemon rather than leave it half alive). Either way outputs go to their safe state first.
+
+    Under systemd (Type=notify, edge/notify.py): READY=1 once the gateway can decide, WATCHDOG=1 while
+    it still can, STOPPING=1 when the stop begins."""
     from edge import control, supervise
     from edge.app import Gateway
     from edge.logs import loop_exception_handler
+    from edge.notify import Systemd
 
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(loop_exception_handler)
     gw = Gateway(cfg)
+    sd = Systemd()
+    sd.watch(gw, loop)
     stop_event = stop_event or asyncio.Event()
     fatal = supervise.fatal_event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop_event.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        # The unit's ExecReload sends SIGHUP, whose default action ends the process, and systemd counts
+        # that as a clean exit (no restart): the gate would stay down. Until reload exists, say so.
+        loop.add_signal_handler(signal.SIGHUP, _reload_unsupported)
     ctl: asyncio.Task[None] | None = None
     try:
         await gw.start()
         ctl = supervise.spawn("control", lambda: control.serve(gw))
+        sd.ready()
         waiters = [asyncio.ensure_future(stop_event.wait()), asyncio.ensure_future(fatal.wait())]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -64,8 +83,15 @@ async def run_gateway(cfg: Config, stop_event: asyncio.Event | None = None) -> i
             for w in waiters:
                 w.cancel()
     finally:
-        if ctl is not None:
-            ctl.cancel()
-            await asyncio.gather(ctl, return_exceptions=True)
-        await gw.stop()
+        sd.stopping(
+            supervise.fatal_reason()
+            or ("stop requested" if stop_event.is_set() or ctl is not None else "start failed")
+        )
+        try:
+            if ctl is not None:
+                ctl.cancel()
+                await asyncio.gather(ctl, return_exceptions=True)
+            await gw.stop()
+        finally:
+            await sd.close()
     return 1 if fatal.is_set() else 0
