@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     # exit 2, like a config error, with one line instead of a traceback. systemd restarts us anyway
-    # (Restart=always): right for a data dir on a disk that mounts late; a lasting fault shows the
+    # (Restart=on-failure: any non-zero exit): right for a data dir on a disk that mounts late; a lasting fault shows the
     # same one line each time, and check-config (ExecStartPre) names it too.
     _data_dir(cfg)
     setup_logging(args.log_level, args.log_format)
