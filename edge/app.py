@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -34,6 +34,9 @@ from edge.runtime import tune_for_latency
 from edge.store import WhitelistStore
 from edge.supervise import spawn as spawn_supervised
 from edge.tokens import TrustPolicy
+
+if TYPE_CHECKING:
+    from edge.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +94,11 @@ class Gateway:
         self._device_state: dict[str, tuple[bool, str | None]] = {d: (True, None) for d in self.devices}
         self._offline: set[str] = set()  # devices whose device_offline alarm was recorded
         self.cloud: object | None = None
+        self.metrics: Metrics | None = None  # Prometheus (edge/metrics.py), when metrics.listen is set
+        if cfg.metrics is not None and cfg.metrics.address() is not None:
+            from edge.metrics import Metrics
+
+            self.metrics = Metrics(self)
         self._stopped = False
         self.event_listeners: list[Callable[[Event], None]] = []  # local observers (demo, tests)
         unit_devices: dict[tuple[str, int], list[str]] = {}
@@ -131,9 +139,15 @@ class Gateway:
         if self.cfg.mqtt is not None:
             from edge.cloud.link import CloudLink
 
-            link = CloudLink(self.cfg, self.store, self.outbox, self, version=__version__)
+            on_snapshot = self.metrics.snapshot_applied if self.metrics is not None else None
+            link = CloudLink(
+                self.cfg, self.store, self.outbox, self, version=__version__, on_snapshot=on_snapshot
+            )
             self.cloud = link
             self._bg.append(spawn_supervised("cloud-link", link.run))
+        address = self.cfg.metrics.address() if self.cfg.metrics is not None else None
+        if self.metrics is not None and address is not None:
+            self.metrics.start(*address)
         log.info(
             "gateway_started",
             site=self.cfg.gateway.site,
@@ -151,6 +165,7 @@ class Gateway:
         if self._stopped:
             return
         self._stopped = True
+        metrics_stop = asyncio.ensure_future(self.metrics.stop()) if self.metrics is not None else None
         for reader in self.readers.values():
             with contextlib.suppress(Exception):
                 await reader.stop()
@@ -175,6 +190,8 @@ class Gateway:
                 await bus.stop()
         for event in self.rejects.flush():  # the counts of the windows still open (readers are off)
             self.record(event)
+        if metrics_stop is not None:  # its read connection goes before the outbox's own
+            await asyncio.gather(metrics_stop, return_exceptions=True)
         self.outbox.close()
         self.store.close()
         log.info("gateway_stopped")
@@ -193,6 +210,8 @@ class Gateway:
 
     def reader_reject(self, reader_id: str, reason: str, detail: str) -> None:
         """A reader's first rejects per window are events (and log lines); the rest only counted."""
+        if self.metrics is not None:
+            self.metrics.rejected(reader_id, reason)
         event = self.rejects.reject(reader_id, reason, detail, time.monotonic())
         if event is not None:
             self.record(event)

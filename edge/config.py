@@ -126,6 +126,27 @@ class MqttSection(_Strict):
     inflight: int = Field(20, ge=1, le=1000, description="event messages awaiting PUBACK at once")
 
 
+class MetricsSection(_Strict):
+    listen: str | None = Field(
+        None, description="host:port of the Prometheus endpoint (e.g. 127.0.0.1:9108); none: off"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        host, sep, port = (v or "").rpartition(":")
+        if v is not None and (not sep or not host or not port.isdigit() or not 0 < int(port) < 65536):
+            raise ValueError("listen must be host:port (e.g. 127.0.0.1:9108)")
+        return v
+
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, None when off."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class ConfigBase(_Strict):
     """The core sections. Device, reader and extra sections come from the driver registry: the
     ``Config`` model below is built from it, so this file names no device kind."""
@@ -136,6 +157,7 @@ class ConfigBase(_Strict):
     outbox: OutboxSection = Field(default_factory=OutboxSection)
     rate_limit: RateLimitSection = Field(default_factory=RateLimitSection)
     mqtt: MqttSection | None = None
+    metrics: MetricsSection | None = None  # Prometheus endpoint, off unless `listen` is set
     log: dict[str, Any] = Field(default_factory=dict)
 
     # --- what the app and the CLI ask of any config --------------------------------------

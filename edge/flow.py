@@ -137,10 +137,13 @@ class Flow:
             floors=floors,
         )
         self.gw.record(event)
+        metrics = self.gw.metrics
+        if metrics is not None:  # counters only; latency of fresh decisions (not alarms, notes, failures)
+            metrics.decided(pres.method, event.result, decision.reason, latency if result is None else None)
 
     def _failed(self, pres: Presentation, device: str, decision: Decision, ctx: DeviceContext) -> None:
         denied = Decision("denied", "device_unavailable", decision.subject, credential=decision.credential)
-        self._record(pres, device, denied, ctx)
+        self._record(pres, device, denied, ctx, result="denied")  # explicit: no decision latency
 
     async def actuate(self, device: Device, grant: Grant, on_failure: Callable[[], None]) -> None:
         """Drive the device for a grant. Whatever goes wrong (device offline, a timeout, a bug, a request

@@ -68,6 +68,7 @@ class CloudLink:
         *,
         version: str,
         transport: Callable[[CloudLink], Communicator] | None = None,
+        on_snapshot: Callable[[float], None] | None = None,
     ) -> None:
         if cfg.mqtt is None:
             raise ValueError("CloudLink needs an mqtt section in the config")
@@ -85,7 +86,7 @@ class CloudLink:
         )
         self._policy = build_command_policy(cfg, store)
         self._replay = ReplayStore(cfg.gateway.data_dir / "replay.db")
-        self._sync = WhitelistSync(store, self.request_sync, self._keys_changed)
+        self._sync = WhitelistSync(store, self.request_sync, self._keys_changed, on_snapshot)
         self._cmd = CommandContext(
             cfg.gateway.id,
             gate,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -72,10 +73,13 @@ class WhitelistSync:
         store: WhitelistStore,
         request_sync: Callable[[], None],
         on_keys_changed: Callable[[], None],
+        on_snapshot: Callable[[float], None] | None = None,
     ) -> None:
         self._store = store
         self._request_sync = request_sync
         self._on_keys_changed = on_keys_changed
+        self._on_snapshot = on_snapshot  # seconds spent on a snapshot, once swapped in (metrics)
+        self._snap_work: tuple[str, float] = ("", 0.0)  # snapshot id, seconds spent on its parts so far
         self._queue: asyncio.Queue[tuple[bytes, Callable[[], None]]] = asyncio.Queue()
         self.applied = 0  # counters for health/diagnostics and tests
         self.dropped = 0
@@ -98,6 +102,7 @@ class WhitelistSync:
                 ack()
 
     async def handle(self, payload: bytes) -> None:
+        t0 = time.perf_counter()
         try:
             if len(payload) > _PARSE_IN_THREAD_BYTES:
                 msg = await asyncio.to_thread(parse_whitelist, payload)
@@ -110,7 +115,7 @@ class WhitelistSync:
         if msg["type"] == "delta":
             await self._delta(msg)
         else:
-            await self._snapshot(msg)
+            await self._snapshot(msg, t0)
 
     async def _delta(self, msg: dict[str, Any]) -> None:
         try:
@@ -128,13 +133,18 @@ class WhitelistSync:
         if any(isinstance(op, dict) and op.get("op") == "key" for op in msg["ops"]):
             self._on_keys_changed()
 
-    async def _snapshot(self, msg: dict[str, Any]) -> None:
+    async def _snapshot(self, msg: dict[str, Any], t0: float) -> None:
         try:
             swapped = await _call(self._store.add_snapshot_part(msg))
         except (InvalidEntry, KeyError, TypeError, ValueError) as exc:
             self.dropped += 1
             log.warning("whitelist_snapshot_part_dropped", reason=str(exc), id=msg["id"], part=msg["part"])
             return
+        sid, spent = self._snap_work
+        spent = (spent if sid == msg["id"] else 0.0) + time.perf_counter() - t0  # parse, stage, swap
+        self._snap_work = ("", 0.0) if swapped else (msg["id"], spent)
+        if swapped and self._on_snapshot is not None:
+            self._on_snapshot(spent)
         log.info(
             "whitelist_snapshot_part", id=msg["id"], part=msg["part"], parts=msg["parts"], swapped=swapped
         )
