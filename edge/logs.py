@@ -21,6 +21,7 @@ import threading
 from typing import Any
 
 import structlog
+import structlog.tracebacks
 
 _LIBRARY_LOGGERS = ("pymodbus", "paho", "asyncio", "aiohttp", "nfc", "urllib3")
 
@@ -150,7 +151,12 @@ def setup_logging(level: str = "info", fmt: str = "auto", *, fd: int | None = No
     ]
     renderer: list[structlog.typing.Processor]
     if use_json:
-        renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        # Tracebacks as data, without frame locals: on the decision path those hold raw tokens, card
+        # numbers and plates, which never go into a log line (events mask them; tokens go by jti).
+        tracebacks = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
+        renderer = [tracebacks, structlog.processors.JSONRenderer()]
     else:
         renderer = [structlog.dev.ConsoleRenderer(colors=out.isatty())]
     structlog.configure(

@@ -73,3 +73,26 @@ async def test_every_stderr_line_is_json_while_a_unit_is_silent(tmp_path: Path) 
     loggers = {r.get("logger") for r in records if isinstance(r, dict)}
     assert any(str(name).startswith("pymodbus") for name in loggers), "pymodbus errors did not reach the log"
     assert any(r.get("event") == "modbus_device_offline" for r in records if isinstance(r, dict))
+
+
+def test_a_traceback_in_the_json_log_carries_no_local_values() -> None:
+    """A failure on the decision path logs its traceback; structlog's default dict traceback prints every
+    frame's locals, which there hold the raw token, card number or plate. Tracebacks name frames only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, structlog\n"
+        "from edge.logs import setup_logging\n"
+        "setup_logging('info', 'json', fd=1)\n"
+        "def decide(card_number):\n"
+        "    raise ValueError('boom')\n"
+        "try:\n"
+        "    decide('04A1B2C3D4E5F6')\n"
+        "except ValueError:\n"
+        "    structlog.get_logger('t').exception('presentation_failed')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert line["event"] == "presentation_failed" and "exception" in line
+    assert "04A1B2C3D4E5F6" not in out.stdout, "a local variable's value reached the log"
