@@ -31,27 +31,13 @@ from edge.model import Decision, Event, Method, Presentation
 from edge.outbox import Outbox
 from edge.reject_summary import TICK_S, RejectSummariser
 from edge.runtime import tune_for_latency
-from edge.store import WhitelistStore
 from edge.supervise import spawn as spawn_supervised
-from edge.tokens import TrustPolicy
+from edge.trust import build_policy
 
 if TYPE_CHECKING:
     from edge.metrics import Metrics
 
 log = structlog.get_logger(__name__)
-
-
-def build_policy(cfg: Config, store: WhitelistStore) -> TrustPolicy:
-    """Config keys, overlaid by the cloud's `key` ops (a None value drops a key)."""
-    keys = dict(cfg.trust.keys)
-    for kid, key in store.key_overlay().items():
-        if key is None:
-            keys.pop(kid, None)
-        else:
-            keys[kid] = key
-    return TrustPolicy.build(
-        cfg.gateway.site, keys, cfg.trust.leeway_s, cfg.trust.max_lifetime_s.model_dump()
-    )
 
 
 class Gateway:

@@ -29,7 +29,7 @@ from edge.ports import GateControl
 from edge.runtime import tune_for_latency
 from edge.store import WhitelistStore
 from edge.supervise import spawn as spawn_supervised
-from edge.tokens import TrustPolicy
+from edge.trust import build_policy
 
 log = structlog.get_logger(__name__)
 
@@ -43,19 +43,6 @@ def root_topic(site: str, gateway: str) -> str:
 
 def _json(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def build_command_policy(cfg: Config, store: WhitelistStore) -> TrustPolicy:
-    """Config keys overlaid by the cloud's `key` ops (None drops a key): same keys as tokens."""
-    keys = dict(cfg.trust.keys)
-    for kid, key in store.key_overlay().items():
-        if key is None:
-            keys.pop(kid, None)
-        else:
-            keys[kid] = key
-    return TrustPolicy.build(
-        cfg.gateway.site, keys, cfg.trust.leeway_s, cfg.trust.max_lifetime_s.model_dump()
-    )
 
 
 class CloudLink:
@@ -84,7 +71,7 @@ class CloudLink:
         self._t: Communicator = (
             transport(self) if transport else MqttTransport(self.mqtt, cfg.gateway.id, self, will)
         )
-        self._policy = build_command_policy(cfg, store)
+        self._policy = build_policy(cfg, store)
         self._replay = ReplayStore(cfg.gateway.data_dir / "replay.db")
         self._sync = WhitelistSync(store, self.request_sync, self._keys_changed, on_snapshot)
         self._cmd = CommandContext(
@@ -278,7 +265,7 @@ class CloudLink:
     def _keys_changed(self) -> None:
         """A `key` op changed the trusted keys: rebuild ours and the gateway's at once."""
         try:
-            self._policy = build_command_policy(self.cfg, self.store)
+            self._policy = build_policy(self.cfg, self.store)
         except ValueError as exc:
             log.error("trust_rebuild_failed", error=str(exc))
         try:
