@@ -397,7 +397,8 @@ async def test_hard_passback_survives_a_restart_and_a_whitelist_put_clears_it(tm
         assert await eventually(lambda: gw.devices["car-in"].status()["arm"] == "down")
         ev = await swipe("in", 7)  # the cloud re-issued the card: its old passages no longer count
         assert (ev["result"], ev["reason"]) == ("granted", "ok")
-        assert len([w for w in board.writes_to(2, 0) if w.on]) == 3  # a pulse per grant, none per denial
+        # a pulse per grant, none per denial (the last one follows its event: wait for the write)
+        assert await eventually(lambda: len([w for w in board.writes_to(2, 0) if w.on]) == 3)
         assert all(r["method"] == "nfc" for r in rows())
 
 
