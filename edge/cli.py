@@ -82,6 +82,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print("  cloud: none (offline mode: the gate decides locally; events wait in the outbox)")
     else:
         print(f"  cloud: mqtt {cfg.mqtt.host}:{cfg.mqtt.port} tls={'yes' if cfg.mqtt.tls else 'no'}")
+    listen = cfg.metrics.listen if cfg.metrics is not None else None
+    print(f"  metrics: {'http://' + listen + '/metrics' if listen else 'off'}")
+    rl = cfg.rate_limit
+    print(f"  rate limit: {f'{rl.denials} denials in {rl.window_s:g} s -> {rl.cooldown_s:g} s' if rl.denials else 'off'}")
     if not cfg.trust.require_clock_sync:
         print(
             "  WARNING: trust.require_clock_sync is false: codes are judged even on an unsynchronised clock"

@@ -113,6 +113,7 @@ def test_check_config_cli(tmp_path: Path) -> None:
     )
     assert ok.returncode == 0, ok.stderr
     assert "doors north-gate" in ok.stdout
+    assert "  metrics: off" in ok.stdout and "  rate limit: 10 denials in 60 s -> 60 s" in ok.stdout
     bad = write(tmp_path, GOOD.replace("device_id: 3", "device_id: 300"))
     out = subprocess.run(
         [sys.executable, "-m", "edge.cli", "check-config", "-c", str(bad)],
