@@ -30,7 +30,6 @@ from tests.test_gateway_e2e import outbox_rows
 UNIT, OPEN, CLOSE, LOOP, UP, DOWN = 2, 0, 1, 0, 1, 2
 FAST = {"timeout": 0.15, "retries": 1, "offline_after": 2, "probe_min_s": 0.1, "probe_max_s": 0.4,
         "poll_interval_s": 0.03}  # fmt: skip
-SEEN_S = 0.03 + 0.05 + 0.1  # a loop change reaches the barrier within a poll, the debounce and a read
 
 
 def cfg(**kw: Any) -> BarrierConfig:
@@ -133,9 +132,9 @@ async def test_vehicle_under_a_falling_arm_raises_it_at_once(rig: Any) -> None:
         await vehicle(sim, barrier, False)
         assert await eventually(lambda: len(on_writes(sim, CLOSE)) == 1)
         assert barrier.logic.arm == "falling"
-        t_in = await vehicle(sim, barrier, True)  # while the close pulse is still held
+        await vehicle(sim, barrier, True)  # while the close pulse is still held
+        assert barrier.logic.arm == "rising"  # the open was commanded in the very step that saw the car
         assert await eventually(lambda: len(on_writes(sim, OPEN)) == 2)
-        assert on_writes(sim, OPEN)[1] - t_in < SEEN_S + 0.2
         # the close contact was released before the open one was made
         close_off = [w.t for w in sim.writes_to(UNIT, CLOSE) if not w.on and w.t > on_writes(sim, CLOSE)[0]]
         assert close_off and close_off[0] <= on_writes(sim, OPEN)[1]
@@ -149,7 +148,7 @@ async def test_vehicle_under_a_falling_arm_raises_it_at_once(rig: Any) -> None:
 
 async def test_second_vehicle_is_tailgating_and_keeps_the_arm_up(rig: Any) -> None:
     sim, bus, env = rig
-    barrier = await started(env, close_delay_s=0.6)
+    barrier = await started(env, close_delay_s=3.0)  # room for the second car even on a loaded box
     try:
         await barrier.grant(grant())
         await vehicle(sim, barrier, True)
