@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from drivers.camera_decode import Decode, DecoderName, DecoderUnavailable, HoldOff, make_decoder
 from drivers.camera_source import FrameSlot, Grabber, is_file_source, load_cv2
-from drivers.reader import Reader, ReaderEnv, StatusCallback
+from drivers.reader import Reader, ReaderEnv
 from drivers.registry import register_reader
 from edge.model import Method, Presentation
 
@@ -68,11 +68,9 @@ class CameraReader(Reader):
     """One camera: grabber and decoder threads; presentations and status changes handed to the loop."""
 
     def __init__(self, reader_id: str, cfg: CameraConfig, env: ReaderEnv) -> None:
-        self.reader_id = reader_id
+        super().__init__(reader_id)
         self.cfg = cfg
         self._env = env
-        self._status_cbs: list[StatusCallback] = []
-        self._status: tuple[bool, str | None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._slot: FrameSlot | None = None
@@ -94,9 +92,6 @@ class CameraReader(Reader):
     def finished(self) -> bool:
         """A file source (``loop: false``) played to its end; the reader idles, online."""
         return self._grabber is not None and self._grabber.ended.is_set()
-
-    def on_status(self, cb: StatusCallback) -> None:
-        self._status_cbs.append(cb)
 
     async def start(self) -> None:
         """Start the threads; a missing decoder library is reported offline (start-up goes on)."""
@@ -200,18 +195,12 @@ class CameraReader(Reader):
                 log.exception("presentation_callback_failed", reader=self.reader_id, error=str(exc))
 
     def _set_status(self, online: bool, error: str | None) -> None:
-        if self._status == (online, error) or (self._stop.is_set() and self._loop is None):
+        if (self._stop.is_set() and self._loop is None) or not self._status_changed(online, error):
             return
-        self._status = (online, error)
         if online:
             log.info("reader_online", reader=self.reader_id, source=str(self.cfg.source))
         else:
             log.warning("reader_offline", reader=self.reader_id, source=str(self.cfg.source), error=error)
-        for cb in list(self._status_cbs):
-            try:
-                cb(self.reader_id, online, error)
-            except Exception as exc:
-                log.error("reader_status_callback_failed", reader=self.reader_id, error=str(exc))
 
 
 def _crop(frame: np.ndarray, roi: tuple[int, int, int, int] | None) -> np.ndarray | None:

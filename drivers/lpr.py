@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from drivers import lpr_dahua, lpr_hikvision, lpr_vzenith
 from drivers.device import Service, ServiceEnv
 from drivers.lpr_push import MAX_BODY, BadPush, PlateRead, ident
-from drivers.reader import Reader, ReaderEnv, StatusCallback
+from drivers.reader import Reader, ReaderEnv
 from drivers.registry import register_reader, register_section
 from edge.model import Method, Presentation
 from edge.normalize import BadCredential, mask_credential, normalize_plate
@@ -113,12 +113,10 @@ class LprReader(Reader):
     rate_limit_exempt: ClassVar[bool] = True
 
     def __init__(self, reader_id: str, cfg: LprReaderConfig, env: ReaderEnv) -> None:
-        self.reader_id = reader_id
+        super().__init__(reader_id)
         self.cfg = cfg
         self.env = env
         self.service: LprService | None = None
-        self._cbs: list[StatusCallback] = []
-        self._status: tuple[bool, str | None] | None = None
         self._running = False
         self._seen: OrderedDict[tuple[str, str], tuple[float, Outcome]] = OrderedDict()
         self.last_heard: float | None = None
@@ -130,9 +128,6 @@ class LprReader(Reader):
     @property
     def online(self) -> bool:
         return self._running and self.service is not None and self.service.listening
-
-    def on_status(self, cb: StatusCallback) -> None:
-        self._cbs.append(cb)
 
     async def start(self) -> None:
         self._running = True
@@ -153,15 +148,7 @@ class LprReader(Reader):
             error = (
                 None if self.online else self.service.error or ("not started" if not self._running else None)
             )
-        state = (self.online, error)
-        if state == self._status:
-            return
-        self._status = state
-        for cb in list(self._cbs):
-            try:
-                cb(self.reader_id, *state)
-            except Exception as exc:
-                log.error("reader_status_callback_failed", reader=self.reader_id, error=str(exc))
+        self._status_changed(self.online, error)
 
     # --- one record ----------------------------------------------------------------------
     def handle(self, read: PlateRead, t_mono: float, now: float | None = None) -> Outcome:

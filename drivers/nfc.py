@@ -22,7 +22,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drivers.nfc_tags import Sensed, sensed, token_from_records
-from drivers.reader import Reader, ReaderEnv, StatusCallback
+from drivers.reader import Reader, ReaderEnv
 from drivers.registry import register_reader
 from edge.model import Method, Presentation
 
@@ -56,11 +56,9 @@ class NfcReader(Reader):
     """One nfcpy reader: a worker thread senses, the loop decides. Never raises into the loop."""
 
     def __init__(self, reader_id: str, cfg: NfcConfig, env: ReaderEnv) -> None:
-        self.reader_id = reader_id
+        super().__init__(reader_id)
         self.cfg = cfg
         self._env = env
-        self._status_cbs: list[StatusCallback] = []
-        self._status: tuple[bool, str | None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -83,9 +81,6 @@ class NfcReader(Reader):
     def card_present(self) -> bool:
         """A card rests on the reader (decided once; lift it to present it again)."""
         return self._resting is not None
-
-    def on_status(self, cb: StatusCallback) -> None:
-        self._status_cbs.append(cb)
 
     async def start(self) -> None:
         if self._thread is not None:
@@ -234,18 +229,12 @@ class NfcReader(Reader):
             log.exception("presentation_callback_failed", reader=self.reader_id, error=str(exc))
 
     def _set_status(self, online: bool, error: str | None) -> None:
-        if self._status == (online, error):
+        if not self._status_changed(online, error):
             return
-        self._status = (online, error)
         if online:
             log.info("reader_online", reader=self.reader_id, device=self.cfg.device)
         else:
             log.warning("reader_offline", reader=self.reader_id, device=self.cfg.device, error=error)
-        for cb in list(self._status_cbs):
-            try:
-                cb(self.reader_id, online, error)
-            except Exception as exc:
-                log.error("reader_status_callback_failed", reader=self.reader_id, error=str(exc))
 
 
 def _reason(exc: BaseException) -> str:

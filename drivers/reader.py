@@ -13,7 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from edge.model import Method, Presentation
+
+log = structlog.get_logger(__name__)
 
 StatusCallback = Callable[[str, bool, "str | None"], None]
 
@@ -29,10 +33,14 @@ class ReaderEnv:
 
 
 class Reader(ABC):
-    """Base of every reader type."""
+    """Base of every reader type: it owns the (online, error) state and its listeners."""
 
-    reader_id: str
     rate_limit_exempt: bool = False  # plate cameras: a queue of cars is no brute-force attack
+
+    def __init__(self, reader_id: str) -> None:
+        self.reader_id = reader_id
+        self._status: tuple[bool, str | None] | None = None
+        self._status_cbs: list[StatusCallback] = []
 
     @property
     @abstractmethod
@@ -43,9 +51,22 @@ class Reader(ABC):
         """The event method of its presentations and rejects (qr, nfc, plate)."""
         return "qr"
 
-    @abstractmethod
     def on_status(self, cb: StatusCallback) -> None:
         """Register ``cb(reader_id, online, error)``; called on every change of (online, error)."""
+        self._status_cbs.append(cb)
+
+    def _status_changed(self, online: bool, error: str | None) -> bool:
+        """Record (online, error) and tell the listeners; False (nothing told) when it is unchanged.
+        Runs on the loop thread; a listener's failure never reaches the reader."""
+        if self._status == (online, error):
+            return False
+        self._status = (online, error)
+        for cb in list(self._status_cbs):
+            try:
+                cb(self.reader_id, online, error)
+            except Exception as exc:
+                log.error("reader_status_callback_failed", reader=self.reader_id, error=str(exc))
+        return True
 
     @abstractmethod
     async def start(self) -> None:

@@ -144,18 +144,16 @@ class SerialReader(Reader):
         on_presentation: Callable[[Presentation], object],
         on_reject: Callable[[str, str, str], None],
     ) -> None:
-        self.reader_id = reader_id
+        super().__init__(reader_id)
         self.cfg = cfg
         self._on_presentation = on_presentation
         self._on_reject = on_reject
-        self._status_cbs: list[Callable[[str, bool, str | None], None]] = []
         self._framer = LineFramer(cfg.terminators, cfg.max_line)
         self._serial: serial.Serial | None = None
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reopen_task: asyncio.Task[None] | None = None
         self._running = False
-        self._status: tuple[bool, str | None] | None = None
         self._empty_reads = 0
 
     @property
@@ -170,10 +168,6 @@ class SerialReader(Reader):
     def rate_limit_exempt(self) -> bool:
         """A serial plate reader is a camera too: a queue of cars is no brute-force attack."""
         return self.cfg.content == "plate"
-
-    def on_status(self, cb: Callable[[str, bool, str | None], None]) -> None:
-        """Register ``cb(reader_id, online, error)``; called on every change of (online, error)."""
-        self._status_cbs.append(cb)
 
     async def start(self) -> None:
         """Open the port, or report it offline and keep looking: a missing scanner must not stop the
@@ -253,14 +247,9 @@ class SerialReader(Reader):
     def _set_status(self, online: bool, error: str | None) -> None:
         if self._status == (online, error):
             return
-        self._status = (online, error)
-        if not online:
+        if not online:  # logged before the listeners hear of it, as ever
             log.warning("reader_offline", reader=self.reader_id, port=self.cfg.port, error=error)
-        for cb in list(self._status_cbs):
-            try:
-                cb(self.reader_id, online, error)
-            except Exception as exc:
-                log.error("reader_status_callback_failed", reader=self.reader_id, error=str(exc))
+        self._status_changed(online, error)
 
     # --- data path --------------------------------------------------------------------------
     def _readable(self) -> None:
