@@ -11,6 +11,8 @@ command -v mosquitto_sub >/dev/null 2>&1 || need_pkgs+=(mosquitto-clients)
 ldconfig -p 2>/dev/null | grep -q libzbar.so || need_pkgs+=(libzbar0)
 ldconfig -p 2>/dev/null | grep -q libusb-1.0.so || need_pkgs+=(libusb-1.0-0)  # USB NFC readers (nfcpy)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+# the ejyy bridge's tests use a real MariaDB: the one on 127.0.0.1:3306 when it answers, else one they start
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server mariadb-client)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_pkgs[*]}"
   SUDO=""

@@ -304,7 +304,7 @@ def test_the_heavy_reader_libraries_are_extras_and_dev_brings_them_all() -> None
     for extra, libs in HEAVY.items():
         assert libs.isdisjoint(core), f"{libs & core} still in the core dependencies"
         assert {_name(r) for r in extras[extra]} == libs
-    assert "gate-edge[camera,nfc,lpr]" in extras["dev"]
+    assert "gate-edge[camera,nfc,lpr,bridge]" in extras["dev"]
 
 
 def test_the_locks_pin_everything_with_hashes_and_layer_without_conflict() -> None:
