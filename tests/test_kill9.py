@@ -12,6 +12,7 @@ from pathlib import Path
 from edge.sim.relay_board import RelayBoardSim
 from tests.support.daemon import Daemon
 from tests.support.gateway import Signer, free_port, gateway_config
+from tests.support.proof_rig import kill_run, open_rig
 from tests.support.ptys import PtyPair
 
 
@@ -75,3 +76,16 @@ async def test_kill9_while_presenting_loses_no_decided_event(tmp_path: Path) -> 
         scanner.stop()
         server.cancel()
         await asyncio.gather(server, return_exceptions=True)
+
+
+async def test_kill9_repeated_under_load_three_zeros(tmp_path: Path) -> None:
+    """The short run of scripts/proof_kill9.py: a few kill -9 at random moments (start-up included) at
+    50 presentations/s with a real broker and cloud; then one clean run drains and stops on SIGTERM."""
+    async with open_rig(tmp_path) as rig:
+        r = await kill_run(rig, kills=5, rate=50, max_life=3.0, seed=4)
+    report = "\n".join(r.lines())
+    assert r.read > 50, f"too few presentations read to prove anything:\n{report}"
+    assert r.lost == [], f"events lost for presentations read:\n{report}"
+    assert r.decided_twice == [] and r.extra_pulses == 0, f"an actuation repeated:\n{report}"
+    assert r.duplicate_ids == 0, f"duplicate event ids at the cloud:\n{report}"
+    assert r.leftover == 0 and r.pulses <= r.grants

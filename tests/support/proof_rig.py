@@ -1,0 +1,277 @@
+"""Proof under faults: a real `edge run` between a pty scanner, a RelayBoardSim door and a Mosquitto cloud.
+
+Shared by scripts/proof_kill9.py and tests/test_kill9.py, so the test is the short run of the very
+same measurement. Everything observed is external to the daemon: lines written to the pty, its JSON
+log on stderr, the board's write log, what the cloud subscriber received, what is left in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from drivers.modbus_bus import COIL_ON
+from edge.sim.cloud_client import CloudClient
+from edge.sim.relay_board import FLASH_ON_BASE, RelayBoardSim
+from tests.support.broker import Broker
+from tests.support.daemon import Daemon
+from tests.support.gateway import SITE, Signer, free_port, gateway_config
+from tests.support.ptys import PtyPair
+
+GW = "gw-test"
+PREFIX = "k9-"
+
+
+def outbox_bodies(data: Path) -> list[dict[str, object]]:
+    """Events still on disk, oldest first (read with a plain sqlite3 connection, the daemon stopped)."""
+    con = sqlite3.connect(data / "outbox.db")
+    try:
+        return [json.loads(b) for (b,) in con.execute("SELECT body FROM events ORDER BY seq")]
+    finally:
+        con.close()
+
+
+@dataclass
+class Rig:
+    tmp: Path
+    signer: Signer
+    board: RelayBoardSim
+    scanner: PtyPair
+    broker: Broker
+    cloud: CloudClient
+    cfg: Path
+    fd: int
+    # time.time() - time.monotonic(): the board stamps writes with monotonic, events carry wall ms
+    mono_to_wall: float = field(default_factory=lambda: time.time() - time.monotonic())
+
+    @property
+    def data(self) -> Path:
+        return self.tmp / "data"
+
+    def cloud_events(self) -> list[dict[str, object]]:
+        return list(self.cloud.events())
+
+
+@contextlib.asynccontextmanager
+async def open_rig(tmp: Path, *, pulse_ms: int = 100) -> AsyncIterator[Rig]:
+    """Board (Modbus TCP, unit 1), pty scanner `qr-north`, Mosquitto, persistent cloud subscriber."""
+    signer = Signer()
+    port = free_port()
+    board = RelayBoardSim(device_ids=[1])
+    server = asyncio.create_task(board.serve_tcp("127.0.0.1", port))
+    scanner = PtyPair(tmp, "qr").start()
+    broker = Broker(tmp / "broker").start()
+    cloud = CloudClient("127.0.0.1", broker.port, SITE, GW).connect()
+    cfg = gateway_config(
+        tmp,
+        signer=signer,
+        bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": port, "timeout": 0.3, "retries": 0},
+        readers={"qr-north": {"type": "serial", "port": str(scanner.b), "content": "qr"}},
+        door={"pulse_ms": pulse_ms},
+        mqtt={"host": "127.0.0.1", "port": broker.port, "keepalive_s": 2, "reconnect_max_s": 1.0},
+    )
+    fd = os.open(scanner.a, os.O_RDWR | os.O_NOCTTY)
+    try:
+        yield Rig(tmp, signer, board, scanner, broker, cloud, cfg, fd)
+    finally:
+        os.close(fd)
+        cloud.close()
+        broker.stop()
+        scanner.stop()
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
+
+
+class Presenter(threading.Thread):
+    """Writes distinct signed codes (k9-00000, k9-00001, ...) to the scanner pty at ``rate`` per second."""
+
+    def __init__(self, rig: Rig, rate: float, count: int) -> None:
+        super().__init__(daemon=True)
+        self.fd, self.rate = rig.fd, rate
+        self.codes = [rig.signer.code(f"{PREFIX}{i:06d}") for i in range(count)]
+        self.written = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        for i, code in enumerate(self.codes):
+            if self._halt.is_set():
+                return
+            os.write(self.fd, code.encode() + b"\r")  # blocks when nobody reads for long: rate drops
+            self.written += 1
+            delay = t0 + (i + 1) / self.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+
+@dataclass
+class Life:
+    start: float  # wall seconds
+    end: float
+    lines: list[dict[str, object]]
+
+
+@dataclass
+class KillReport:
+    kills: int
+    written: int
+    read: int  # distinct codes decided (log) or with an event
+    decided_logged: int
+    lost: list[str]  # decided or stored, yet never reached the cloud
+    decided_twice: list[str]  # a code decided more than once (a re-read line: a repeated actuation)
+    pulses: int
+    grants: int
+    extra_pulses: int  # pulses with no grant of their own before them, in the same life
+    deliveries: int  # event ids as the cloud received them, duplicates included
+    duplicate_ids: int  # ids the cloud received more than once
+    leftover: int  # rows still in the outbox at the end (should be 0: all drained)
+    seconds: float
+    early_kills: int = 0  # lives killed before their first decision (start-up)
+
+    def lines(self) -> list[str]:
+        return [
+            f"kills                         {self.kills}  ({self.early_kills} before the first decision)",
+            f"presentations written         {self.written}",
+            f"presentations read (decided)  {self.read}  (decision log lines: {self.decided_logged})",
+            f"events lost for those read    {len(self.lost)}  {self.lost[:5]}",
+            f"codes decided twice           {len(self.decided_twice)}  {self.decided_twice[:5]}",
+            f"relay pulses / grants         {self.pulses} / {self.grants}",
+            f"actuations repeated (extra)   {self.extra_pulses}",
+            f"cloud deliveries              {self.deliveries}",
+            f"duplicate event ids at cloud  {self.duplicate_ids}",
+            f"outbox rows left at the end   {self.leftover}",
+            f"run time                      {self.seconds:.0f} s",
+        ]
+
+
+def _pulses(rig: Rig) -> list[float]:
+    """Wall times of the door's relay-on writes: flash commands and plain coil-on writes."""
+    out = []
+    for w in list(rig.board.writes):
+        if w.device_id == 1 and (w.address == FLASH_ON_BASE or (w.address == 0 and w.value == COIL_ON)):
+            out.append(w.t + rig.mono_to_wall)
+    return out
+
+
+def extra_pulses(lives: list[Life], grants: list[float], pulses: list[float]) -> int:
+    """Pulses that no grant accounts for: each grant (ts, wall s) pays for at most one pulse after it,
+    in the same life of the daemon. A grant may have no pulse (coalesced while the lock is released, or
+    killed before the write), never two."""
+    extra = 0
+    slack = 0.002  # event ts is in whole ms
+    for life in lives:
+        gs = sorted(g for g in grants if life.start - slack <= g <= life.end + slack)
+        ps = sorted(p for p in pulses if life.start <= p <= life.end + 0.5)
+        free = 0  # grants seen before the current pulse and not yet matched
+        gi = 0
+        for p in ps:
+            while gi < len(gs) and gs[gi] <= p + slack:
+                free += 1
+                gi += 1
+            if free:
+                free -= 1
+            else:
+                extra += 1
+    return extra
+
+
+async def kill_run(rig: Rig, *, kills: int, rate: float, max_life: float = 3.0, seed: int = 9) -> KillReport:
+    """``kills`` kill -9 of `edge run` at random moments (start-up included) while codes flow in."""
+    rng = random.Random(seed)
+    t_run = time.monotonic()
+    need = int(rate * (kills * (max_life + 2.0) + 30)) + 100
+    pres = Presenter(rig, rate, need)
+    pres.start()
+    lives: list[Life] = []
+    for _ in range(kills):
+        start = time.time()
+        gw = Daemon(rig.cfg)
+        await asyncio.sleep(rng.uniform(0.05, max_life))
+        if gw.proc.poll() is None:
+            gw.proc.send_signal(signal.SIGKILL)
+        gw.finish()
+        lives.append(Life(start, time.time(), gw.lines))
+    # the last life: no kill; the gate still decides, then codes stop, it drains, then SIGTERM
+    start = time.time()
+    gw = Daemon(rig.cfg)
+    try:
+        await gw.wait_for("mqtt_connected", timeout=60)
+        await gw.wait_for("decision", timeout=60)
+        await asyncio.sleep(1.0)
+        pres.stop()
+        await _settle(rig, gw)
+        gw.proc.send_signal(signal.SIGTERM)
+        gw.proc.wait(30)
+    finally:
+        gw.finish()
+    lives.append(Life(start, time.time(), gw.lines))
+    return _report(rig, lives, kills, pres.written, time.monotonic() - t_run)
+
+
+async def _settle(rig: Rig, gw: Daemon, quiet_s: float = 2.0, within: float = 120.0) -> None:
+    """Wait until decisions stop coming and the cloud has every event id the daemon logged as stored."""
+    deadline = time.monotonic() + within
+    last, still = -1, 0.0
+    while time.monotonic() < deadline:
+        n = len(gw.lines) + len(rig.cloud.on("events"))
+        if n == last:
+            still += 0.2
+            if still >= quiet_s:
+                return
+        else:
+            last, still = n, 0.0
+        await asyncio.sleep(0.2)
+
+
+def _report(rig: Rig, lives: list[Life], kills: int, written: int, seconds: float) -> KillReport:
+    decided: Counter[str] = Counter()
+    for life in lives:
+        for ln in life.lines:
+            cred = ln.get("credential")
+            if ln.get("event") == "decision" and isinstance(cred, str) and cred.startswith(PREFIX):
+                decided[cred] += 1
+    received = rig.cloud_events()
+    ids = Counter(str(e["id"]) for e in received)
+    by_id = {str(e["id"]): e for e in received}
+    stored = outbox_bodies(rig.data)
+    events = list(by_id.values()) + [e for e in stored if str(e["id"]) not in by_id]
+    ours = [e for e in events if str(e.get("credential", "")).startswith(PREFIX)]
+    per_cred: Counter[str] = Counter(str(e["credential"]) for e in ours if e.get("result") == "granted")
+    at_cloud = {str(e["credential"]) for e in by_id.values()}
+    read = set(decided) | set(per_cred)
+    grants = [int(e["ts"]) / 1000 for e in ours if e.get("result") == "granted"]  # type: ignore[call-overload]
+    twice = sorted({c for c, n in decided.items() if n > 1} | {c for c, n in per_cred.items() if n > 1})
+    pulses = _pulses(rig)
+    return KillReport(
+        kills=kills,
+        written=written,
+        read=len(read),
+        decided_logged=len(decided),
+        lost=sorted(read - at_cloud),
+        decided_twice=twice,
+        pulses=len(pulses),
+        grants=len(grants),
+        extra_pulses=extra_pulses(lives, grants, pulses),
+        deliveries=sum(ids.values()),
+        duplicate_ids=sum(1 for n in ids.values() if n > 1),
+        leftover=len(stored),
+        seconds=seconds,
+        early_kills=sum(
+            1 for life in lives[:-1] if not any(ln.get("event") == "decision" for ln in life.lines)
+        ),
+    )
