@@ -28,7 +28,7 @@ ANSWER: dict[str, Any] = {"Result": True}
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, a huge number, deep nesting
         raise BadPush(400, f"bad JSON: {exc}") from None
 
 

@@ -74,7 +74,7 @@ def parse(body: bytes, content_type: str) -> PlateRead:
         raise BadPush(400, "XML with a DOCTYPE or ENTITY is refused")
     try:
         root = ET.fromstring(xml)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError, ValueError) as exc:  # an unknown or multi-byte declared encoding
         raise BadPush(400, f"bad XML: {exc}") from None
     if _local(root.tag) != "EventNotificationAlert":
         raise BadPush(400, f"XML root is {_local(root.tag)!r}, not EventNotificationAlert")

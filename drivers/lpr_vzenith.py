@@ -30,7 +30,7 @@ def looks_like(body: bytes) -> bool:
 def parse(body: bytes) -> PlateRead:
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, a huge number, deep nesting
         raise BadPush(400, f"bad JSON: {exc}") from None
     info = need(doc, "AlarmInfoPlate", dict)
     serial = camera_id(info.get("serialno"), "AlarmInfoPlate.serialno")
