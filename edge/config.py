@@ -67,12 +67,33 @@ class MaxLifetime(_Strict):
     staff: int = Field(86400, gt=0, le=_TEN_YEARS_S)
 
 
+class LegacyEjyy(_Strict):
+    """ejyy's own AES codes (edge/legacy_ejyy.py): anyone holding this key can forge them for anyone
+    the whitelist admits, so they are off unless this section says ``enabled: true``."""
+
+    enabled: bool = Field(description="required: true accepts ejyy AES codes (forgeable with the key)")
+    key: str = Field(repr=False, description="ejyy config crypto.key as written there: 32 UTF-8 bytes")
+    iv: str = Field(repr=False, description="ejyy config crypto.iv as written there: 16 UTF-8 bytes")
+    max_age_s: int = Field(300, ge=1, le=86400, description="accepted this long after the code was minted")
+
+    @field_validator("key", "iv")
+    @classmethod
+    def _length(cls, v: str, info: Any) -> str:
+        size = 32 if info.field_name == "key" else 16  # aes-256-cbc, as ejyy's utils/crypto.ts
+        if len(v.encode("utf-8")) != size:
+            raise ValueError(f"must be {size} bytes in UTF-8 (aes-256-cbc), got {len(v.encode('utf-8'))}")
+        return v
+
+
 class TrustSection(_Strict):
     keys: dict[str, str] = Field(default_factory=dict, description="kid -> base64url Ed25519 public key")
     leeway_s: int = Field(5, ge=0, le=300)
     max_lifetime_s: MaxLifetime = Field(default_factory=MaxLifetime)
     require_clock_sync: bool = Field(
         True, description="deny time-bound credentials with clock_unsynced while the clock is unsynchronised"
+    )
+    legacy_ejyy: LegacyEjyy | None = Field(
+        None, description="opt-in: accept e家宜业's legacy AES QR codes (docs/security.md: forgeable)"
     )
 
     @field_validator("keys")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from edge.legacy_ejyy import LegacyClaims, LegacyDenied
 from edge.model import Decision, Entry, Presentation, Window
 from edge.tokens import TokenClaims, TokenDenied, check_token_facts
 
@@ -132,3 +133,17 @@ def decide_entry(
     if device.mode == "lock" or not device.online:
         return Decision("denied", "device_unavailable", subject=sub, credential=masked)
     return _device_rules(device, entry.floors, sub, masked)
+
+
+def decide_legacy(
+    pres: Presentation,
+    verified: LegacyClaims | LegacyDenied,
+    entry: Entry | None,
+    device: DeviceContext,
+    clock: Clock,
+) -> Decision:
+    """A legacy ejyy code: decrypting proves nothing past the key, so a valid one is then decided
+    exactly as a card against its whitelist entry (``verified.value``); no entry, no grant."""
+    if isinstance(verified, LegacyDenied):
+        return Decision("denied", verified.reason, credential=verified.credential)
+    return decide_entry(pres, entry, device, clock, verified.credential)

@@ -16,11 +16,13 @@ import structlog
 
 from drivers.device import Device, Grant
 from drivers.modbus_bus import DeviceUnavailable
-from edge.engine import Clock, DeviceContext, decide_entry, decide_token
+from edge.engine import Clock, DeviceContext, decide_entry, decide_legacy, decide_token
+from edge.legacy_ejyy import LegacyClaims, candidate, verify_legacy
 from edge.model import Decision, Presentation
 from edge.normalize import mask_credential
 from edge.ratelimit import RateLimiter
 from edge.tokens import TokenClaims, verify_token
+from edge.trust import build_legacy
 
 if TYPE_CHECKING:
     from edge.app import Gateway
@@ -44,6 +46,7 @@ class Flow:
         rl = gw.cfg.rate_limit
         self.limiter = RateLimiter(rl.denials, rl.window_s, rl.cooldown_s)
         self.exempt = exempt  # readers never rate limited (plate cameras)
+        self.legacy = build_legacy(gw.cfg)  # None unless trust.legacy_ejyy.enabled: ejyy codes stay malformed
         self._tasks: set[asyncio.Task[None]] = set()
 
     def present(self, pres: Presentation) -> Decision:
@@ -73,7 +76,9 @@ class Flow:
             return decision
         now = time.time()
         synced = gw.clock.synced()
-        if pres.kind == "token":
+        if pres.kind == "token" and self.legacy is not None and candidate(pres.value):
+            decision, key, ctx = self._legacy(pres, device, now, synced)  # hex: never a JWS
+        elif pres.kind == "token":
             verified = verify_token(pres.value, gw.policy, now, clock_trusted=synced)
             revoked, used = False, 0
             if isinstance(verified, TokenClaims):
@@ -104,6 +109,22 @@ class Flow:
         # Logged after the actuation task's first step (FIFO), so rendering the line costs the door nothing.
         asyncio.get_running_loop().call_soon(_log_decision, dev_id, pres, decision)
         return decision
+
+    def _legacy(
+        self, pres: Presentation, device: Device, now: float, synced: bool
+    ) -> tuple[Decision, str | None, DeviceContext]:
+        """An ejyy AES code (opt-in): decided as the card entry the bridge keeps for its person and
+        building, so its key (anti-passback, the barrier's claim) is that entry's."""
+        gw = self.gw
+        assert self.legacy is not None
+        verified = verify_legacy(pres.value, self.legacy, now, clock_trusted=synced)
+        entry, key = None, None
+        if isinstance(verified, LegacyClaims):
+            key = f"card:{verified.value}"
+            entry = gw.store.lookup("card", verified.value)
+        ctx = device.context(key)
+        clock = Clock(now, gw.tz, synced, gw.cfg.trust.require_clock_sync)
+        return decide_legacy(pres, verified, entry, ctx, clock), key, ctx
 
     def note(self, pres: Presentation, reason: str) -> None:
         """An `info` event for a presentation that is only reported, never decided (a plate camera
@@ -192,4 +213,3 @@ def _log_decision(device: str, pres: Presentation, decision: Decision) -> None:
         credential=decision.credential,
         floors=list(decision.floors) if decision.floors is not None else None,
     )
-
