@@ -12,6 +12,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from edge.cloud.link import CloudLink
@@ -71,37 +72,17 @@ def _entry(i: int) -> dict[str, Any]:
             "windows": [{"days": [1, 2, 3, 4, 5], "start": "07:00", "end": "22:00"}], "blocked": False}  # fmt: skip
 
 
-class MqttFamily:
-    name = "mqtt"
+class MqttInputs:
+    """Fuzzed payloads for the gateway's subscribed topics, from valid Deltas, Snapshot parts and
+    signed commands; ``version`` says the gateway's whitelist version, so some Deltas apply."""
 
-    def __init__(self) -> None:
-        self.keys = Keys()
-        self.dir = workdir()
-        cfg = make_config(self.dir, 1, {self.keys.signer.kid: self.keys.signer.public_b64})
-        self.loop = asyncio.new_event_loop()
-        self.store = WhitelistStore(cfg.gateway.data_dir / "whitelist.db")
-        self.outbox = Outbox(cfg.gateway.data_dir / "outbox.db")
-        self.gate = RecordingGate(self.outbox)
-        self.t = Loopback()
-        self.link = CloudLink(
-            cfg, self.store, self.outbox, self.gate, version="fuzz", transport=lambda _l: self.t
-        )
-        self._task = self.loop.create_task(self.link.run())
-        self.loop.run_until_complete(self._until(lambda: getattr(self.t, "topics", None)))
-        self.topics = [t.removeprefix(ROOT_TOPIC + "/") for t in self.t.topics]
-        other = "edge/v1/c42/other-gw/cmd"
-        self.extra = [other, ROOT_TOPIC, f"{ROOT_TOPIC}/whitelist/x", "#", ""]
+    def __init__(self, keys: Keys, version: Callable[[], int]) -> None:
+        self.keys = keys
+        self.version = version
+        self.extra = [f"edge/v1/{SITE}/other-gw/cmd", ROOT_TOPIC, f"{ROOT_TOPIC}/whitelist/x", "#", ""]
 
-    async def _until(self, pred: Any, timeout: float = 10.0) -> None:
-        t_end = time.monotonic() + timeout
-        while not pred():
-            if time.monotonic() > t_end:
-                raise TimeoutError("the link did not subscribe")
-            await asyncio.sleep(0.01)
-
-    # --- inputs ------------------------------------------------------------------------------
     def _whitelist_doc(self, rng: random.Random) -> dict[str, Any]:
-        v = self.store.version
+        v = self.version()
         k = rng.randrange(1000)
         ops: list[dict[str, Any]] = [
             {"op": "put", "entry": _entry(k)}, {"op": "del", "kind": "card", "value": f"{k:08X}"},
@@ -141,6 +122,38 @@ class MqttFamily:
                 token = self.keys.mint(self._command(rng))
             return "cmd", token.encode()
         return "cmd", mutate_bytes(self.keys.mint(claims).encode(), rng)
+
+
+class MqttFamily:
+    name = "mqtt"
+
+    def __init__(self) -> None:
+        self.keys = Keys()
+        self.dir = workdir()
+        cfg = make_config(self.dir, 1, {self.keys.signer.kid: self.keys.signer.public_b64})
+        self.loop = asyncio.new_event_loop()
+        self.store = WhitelistStore(cfg.gateway.data_dir / "whitelist.db")
+        self.outbox = Outbox(cfg.gateway.data_dir / "outbox.db")
+        self.gate = RecordingGate(self.outbox)
+        self.t = Loopback()
+        self.link = CloudLink(
+            cfg, self.store, self.outbox, self.gate, version="fuzz", transport=lambda _l: self.t
+        )
+        self._task = self.loop.create_task(self.link.run())
+        self.loop.run_until_complete(self._until(lambda: getattr(self.t, "topics", None)))
+        self.topics = [t.removeprefix(ROOT_TOPIC + "/") for t in self.t.topics]
+        self.inputs = MqttInputs(self.keys, lambda: self.store.version)
+        self.extra = self.inputs.extra
+
+    def generate(self, rng: random.Random) -> MqttInput:
+        return self.inputs.generate(rng)
+
+    async def _until(self, pred: Any, timeout: float = 10.0) -> None:
+        t_end = time.monotonic() + timeout
+        while not pred():
+            if time.monotonic() > t_end:
+                raise TimeoutError("the link did not subscribe")
+            await asyncio.sleep(0.01)
 
     # --- run -----------------------------------------------------------------------------------
     def run(self, inp: MqttInput) -> Outcome:
