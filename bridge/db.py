@@ -13,7 +13,7 @@ import pymysql.cursors
 from bridge.config import DbConfig
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
-RETRYABLE = {1205, 1213, 2006, 2013}  # lock wait timeout, deadlock, server gone, lost connection
+RETRYABLE = {1205, 1213, 2003, 2006, 2013, 2055}  # lock wait, deadlock, no server, gone, lost connection
 
 
 def connect(cfg: DbConfig, *, database: bool = True) -> pymysql.connections.Connection:

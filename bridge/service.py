@@ -32,7 +32,7 @@ from paho.mqtt.properties import Properties
 
 from bridge import commands, status, whitelist
 from bridge.config import BridgeConfig
-from bridge.db import connect
+from bridge.db import connect, is_retryable
 from bridge.events import write_batch
 
 log = logging.getLogger("bridge")
@@ -114,6 +114,8 @@ class Bridge:
             try:
                 return con, fn(con)
             except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
+                if not (is_retryable(exc) or isinstance(exc, pymysql.err.InterfaceError)):
+                    raise
                 log.warning("database error (%s); reconnecting", exc)
                 try:
                     con.close()

@@ -58,12 +58,14 @@ def on_health(con: Any, cfg: BridgeConfig, gateway: str, body: dict[str, Any]) -
         return
     states = {str(n): bool(isinstance(d, dict) and d.get("online")) for n, d in devs.items()}
     with transaction(con) as cur:
-        cur.execute("SELECT online FROM bridge_gateway_status WHERE gateway = %s", (gateway,))
+        cur.execute("SELECT online, devices FROM bridge_gateway_status WHERE gateway = %s", (gateway,))
         row = cur.fetchone()
-        if row is None or row[0]:  # a stale retained health must not revive a gateway known offline
-            _set_online(cur, cfg, gateway, states)
+        if row is not None and not row[0]:
+            return  # a stale retained health must not revive a gateway known offline
+        merged = {**(json.loads(row[1]) if row and row[1] else {}), **states}
+        _set_online(cur, cfg, gateway, states)
         cur.execute(
             "INSERT INTO bridge_gateway_status (gateway, online, devices, updated_at) VALUES (%s, 1, %s, %s)"
             " ON DUPLICATE KEY UPDATE devices = VALUES(devices), updated_at = VALUES(updated_at)",
-            (gateway, json.dumps(states), now_ms()),
+            (gateway, json.dumps(merged), now_ms()),
         )
