@@ -18,7 +18,7 @@ from edge.engine import DeviceContext
 from edge.model import Decision, Method, Result
 
 if TYPE_CHECKING:
-    from drivers.inputs import InputHub
+    from drivers.inputs import InputHub, ScopedInputs
     from drivers.modbus_bus import ModbusBus
 
 
@@ -57,7 +57,7 @@ class DeviceEnv:
     """What the app hands every device: the buses, the shared board inputs, and the event sink."""
 
     buses: Mapping[str, ModbusBus]
-    inputs: InputHub
+    inputs: InputHub | ScopedInputs  # devices get a ScopedInputs (its watches go with it on rebuild)
     emit: Callable[[EventSpec], None]
     state_dir: Any = None  # pathlib.Path of the data dir, for kinds that persist state
     extra: dict[str, Any] = field(default_factory=dict)

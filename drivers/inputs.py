@@ -71,6 +71,36 @@ class InputHub:
             board.urgent[address] = urgent
         if self._running:
             self._start_board((bus, unit))
+            if address in board.stable:  # a late watcher (a device rebuilt on reload) gets the state now
+                asyncio.get_running_loop().call_soon(self._first, board, address, cb)
+
+    def _first(self, board: _Board, address: int, cb: InputCallback) -> None:
+        if address in board.stable and cb in board.watchers.get(address, ()):
+            try:
+                cb(board.stable[address], True)
+            except Exception:
+                log.exception("input_callback_failed", bus=board.bus.bus_id, unit=board.unit, input=address)
+
+    def unwatch(self, bus: str, unit: int, address: int, cb: InputCallback) -> None:
+        """Undo one ``watch`` (a device rebuilt on reload); a board nobody watches any more stops polling."""
+        board = self._boards.get((bus, unit))
+        if board is None:
+            return
+        cbs = board.watchers.get(address, [])
+        if cb in cbs:
+            cbs.remove(cb)
+        if not cbs:
+            board.watchers.pop(address, None)
+            board.urgent.pop(address, None)
+            board.stable.pop(address, None)
+        if not board.watchers and board.task is not None:
+            board.task.cancel()
+            board.task = None
+
+    def drop_lost(self, bus: str, unit: int, cb: LostCallback) -> None:
+        board = self._boards.get((bus, unit))
+        if board is not None and cb in board.lost_cbs:
+            board.lost_cbs.remove(cb)
 
     def on_lost(self, bus: str, unit: int, cb: LostCallback) -> None:
         self._board(bus, unit).lost_cbs.append(cb)
@@ -180,3 +210,37 @@ class InputHub:
                 cb(lost, error)
             except Exception:
                 log.exception("input_lost_callback_failed", bus=board.bus.bus_id, unit=board.unit)
+
+
+class ScopedInputs:
+    """The hub as one device sees it: every watch it makes is remembered, so that ``release()`` removes
+    them all when the device is rebuilt on reload (a stopped device must hear no more inputs)."""
+
+    def __init__(self, hub: InputHub) -> None:
+        self.hub = hub
+        self._watches: list[tuple[str, int, int, InputCallback]] = []
+        self._lost: list[tuple[str, int, LostCallback]] = []
+
+    def watch(
+        self, bus: str, unit: int, address: int, cb: InputCallback, *, urgent: bool | None = None
+    ) -> None:
+        self._watches.append((bus, unit, address, cb))
+        self.hub.watch(bus, unit, address, cb, urgent=urgent)
+
+    def on_lost(self, bus: str, unit: int, cb: LostCallback) -> None:
+        self._lost.append((bus, unit, cb))
+        self.hub.on_lost(bus, unit, cb)
+
+    def value(self, bus: str, unit: int, address: int) -> bool | None:
+        return self.hub.value(bus, unit, address)
+
+    def boards(self) -> list[tuple[str, int]]:
+        return self.hub.boards()
+
+    def release(self) -> None:
+        for bus, unit, address, cb in self._watches:
+            self.hub.unwatch(bus, unit, address, cb)
+        for bus, unit, lcb in self._lost:
+            self.hub.drop_lost(bus, unit, lcb)
+        self._watches.clear()
+        self._lost.clear()

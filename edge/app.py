@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from drivers.device import Device, DeviceEnv, EventSpec, Service, ServiceEnv
-from drivers.inputs import InputHub
+from drivers.inputs import InputHub, ScopedInputs
 from drivers.modbus_bus import ModbusBus
 from drivers.reader import Reader, ReaderEnv
 from drivers.registry import DEVICE_KINDS, READER_TYPES, SECTIONS
@@ -51,16 +51,18 @@ class Gateway:
         self.policy = build_policy(cfg, self.store)
         self.buses = {bid: ModbusBus(bid, bcfg) for bid, bcfg in cfg.buses.items()}
         self.inputs = InputHub(self.buses)
-        env = DeviceEnv(self.buses, self.inputs, self.emit, state_dir=cfg.gateway.data_dir,
-                        extra={"tz": self.tz})  # fmt: skip
+        self.config_path: str | None = None  # the file `edge reload` / SIGHUP re-reads (edge/reload.py)
+        self._scopes: dict[str, ScopedInputs] = {}  # each device's input watches, released on rebuild
         self.devices: dict[str, Device] = {
-            dev_id: DEVICE_KINDS[section].build(dev_id, dcfg, env) for section, dev_id, dcfg in cfg.devices()
+            dev_id: self.build_device(section, dev_id, dcfg) for section, dev_id, dcfg in cfg.devices()
         }
         self.reader_device = cfg.reader_device()
         self.flow = Flow(self, self.devices, self.reader_device)
-        renv = ReaderEnv(self.present, self.reader_reject, self.flow.note, extra={"lookup": self.store.lookup})
+        self._renv = ReaderEnv(
+            self.present, self.reader_reject, self.flow.note, extra={"lookup": self.store.lookup}
+        )
         self.readers: dict[str, Reader] = {
-            rid: READER_TYPES[rcfg.type].build(rid, rcfg, renv) for rid, rcfg in cfg.reader_models().items()
+            rid: READER_TYPES[rcfg.type].build(rid, rcfg, self._renv) for rid, rcfg in cfg.reader_models().items()
         }
         self.flow.exempt = frozenset(r for r, reader in self.readers.items() if reader.rate_limit_exempt)
         senv = ServiceEnv(self.buses, self.inputs, self.emit, state_dir=cfg.gateway.data_dir,
@@ -87,16 +89,41 @@ class Gateway:
             self.metrics = Metrics(self)
         self._stopped = False
         self.event_listeners: list[Callable[[Event], None]] = []  # local observers (demo, tests)
-        unit_devices: dict[tuple[str, int], list[str]] = {}
-        for dev_id, device in self.devices.items():
-            for unit in device.units():
-                unit_devices.setdefault(unit, []).append(dev_id)
-        self._unit_devices = unit_devices
+        self._unit_devices: dict[tuple[str, int], list[str]] = {}
+        self.index_units()
         for bid, bus in self.buses.items():
             bus.on_status(lambda unit, online, err, bid=bid: self._bus_status(bid, unit, online, err))
         for rid, reader in self.readers.items():
-            self._device_state[rid] = (False, "not started")
-            reader.on_status(self._device_changed)
+            self.watch_reader(rid, reader)
+
+    def build_device(self, section: str, dev_id: str, dcfg: Any) -> Device:
+        """One device with its own view of the inputs, so that a rebuild can drop its watches."""
+        scope = self._scopes[dev_id] = ScopedInputs(self.inputs)
+        env = DeviceEnv(self.buses, scope, self.emit, state_dir=self.cfg.gateway.data_dir,
+                        extra={"tz": self.tz})  # fmt: skip
+        return DEVICE_KINDS[section].build(dev_id, dcfg, env)
+
+    def build_reader(self, rid: str, rcfg: Any) -> Reader:
+        return READER_TYPES[rcfg.type].build(rid, rcfg, self._renv)
+
+    def watch_reader(self, rid: str, reader: Reader) -> None:
+        self._device_state[rid] = (False, "not started")
+        reader.on_status(self._device_changed)
+
+    def release_device(self, dev_id: str) -> None:
+        """Forget a device's input watches and state (it was stopped for a rebuild or removed)."""
+        scope = self._scopes.pop(dev_id, None)
+        if scope is not None:
+            scope.release()
+        self._device_state.pop(dev_id, None)
+        self._offline.discard(dev_id)
+
+    def index_units(self) -> None:
+        """(bus, unit) -> devices on it, for the bus's online/offline reports."""
+        self._unit_devices.clear()
+        for dev_id, device in self.devices.items():
+            for unit in device.units():
+                self._unit_devices.setdefault(unit, []).append(dev_id)
 
     # --- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:

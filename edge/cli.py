@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _data_dir(cfg)
     setup_logging(args.log_level, args.log_format)
     try:
-        return asyncio.run(run_gateway(cfg))
+        return asyncio.run(run_gateway(cfg, config_path=args.config))
     except DataDirError as exc:  # the dir went bad between the check and the open
         print(str(exc), file=sys.stderr)
         return 2
@@ -89,6 +89,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if not cfg.trust.require_clock_sync:
         print(
             "  WARNING: trust.require_clock_sync is false: codes are judged even on an unsynchronised clock"
+        )
+    legacy = cfg.trust.legacy_ejyy
+    if legacy is not None and legacy.enabled:
+        print(
+            "  WARNING: trust.legacy_ejyy is enabled: ejyy AES codes are accepted, and anyone holding"
+            f" its key can forge them for anyone on the whitelist (max age {legacy.max_age_s} s;"
+            " docs/security.md)"
         )
     return 0
 
@@ -256,6 +263,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """The running daemon re-reads its config file (as on SIGHUP) and says what it rebuilt or why not."""
+    from edge import control
+
+    cfg = _load(args.config)  # a bad file is named here with its lines; the daemon would refuse it too
+    try:
+        reply = asyncio.run(control.request(cfg.gateway.data_dir, {"cmd": "reload"}, timeout=120))
+    except ConnectionError as exc:
+        print(f"{exc}: is `edge run` running with this config?", file=sys.stderr)
+        return 2
+    if args.json:
+        _print(reply)
+    elif reply.get("ok"):
+        ch = reply.get("changed", {})
+        parts = [f"{k} {', '.join(v)}" for k, v in ch.items() if v] or ["nothing changed"]
+        print(f"reloaded in {reply.get('duration_ms')} ms: {'; '.join(parts)}")
+    else:
+        print(f"reload refused ({reply.get('error')}): {reply.get('detail', '')}", file=sys.stderr)
+        print("the daemon keeps running with its previous config", file=sys.stderr)
+    return 0 if reply.get("ok") else 1
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Checks for the installer at the gate (edge/doctor.py): 0 all well, 1 something fails, 2 bad config."""
     from edge.doctor import main as doctor
@@ -341,6 +370,9 @@ def build_parser(*, with_sims: bool = True) -> argparse.ArgumentParser:
     op.add_argument("door")
     op.set_defaults(func=cmd_open)
     with_config(sub.add_parser("status", help="status of the running daemon")).set_defaults(func=cmd_status)
+    rl = with_config(sub.add_parser("reload", help="the running daemon re-reads its config (as SIGHUP)"))
+    rl.add_argument("--json", action="store_true", help="print the daemon's reply as JSON")
+    rl.set_defaults(func=cmd_reload)
     dr = with_config(sub.add_parser("doctor", help="is this box ready? config, ports, devices, cloud..."))
     dr.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     dr.set_defaults(func=cmd_doctor)

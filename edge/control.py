@@ -1,5 +1,5 @@
 """Local control socket (unix, 0600): lets `edge open` / `edge status` / `edge fire reset` /
-`edge doctor` talk to the running daemon.
+`edge reload` / `edge doctor` talk to the running daemon.
 
 The serial and RTU ports are held by the daemon, so a maintenance open must go through it rather
 than open the bus a second time. One JSON object per line, one reply per request.
@@ -52,6 +52,10 @@ async def _handle(gw: Gateway, req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": err is None, "error": err}
     if cmd == "fire_reset":
         return await _fire_reset(gw, str(req.get("by") or "local"))
+    if cmd == "reload":  # `edge reload`: the same as SIGHUP, with the result in the reply
+        from edge.reload import reload
+
+        return await reload(gw, gw.config_path)
     if cmd == "doctor":  # `edge doctor`: the daemon's own view of its hardware (it holds the ports)
         from edge.doctor_checks import daemon_view
 

@@ -38,20 +38,25 @@ def read_entries(path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _reload_unsupported() -> None:
-    import structlog
-
-    structlog.get_logger(__name__).warning(
-        "reload_not_supported", hint="restart the service to apply a changed config"
-    )
+_hup_tasks: set[asyncio.Task[Any]] = set()
 
 
-async def run_gateway(cfg: Config, stop_event: asyncio.Event | None = None) -> int:
+def _on_hup(gw: Any) -> None:
+    from edge.reload import reload
+
+    task = asyncio.get_running_loop().create_task(reload(gw, gw.config_path))
+    _hup_tasks.add(task)  # keep a reference until done (the loop holds tasks weakly)
+    task.add_done_callback(_hup_tasks.discard)
+
+
+async def run_gateway(
+    cfg: Config, stop_event: asyncio.Event | None = None, config_path: str | Path | None = None
+) -> int:
     """Run until SIGTERM/SIGINT (exit code 0) or until a supervised loop gives up (1: systemd restarts
     the daemon rather than leave it half alive). Either way outputs go to their safe state first.
 
     Under systemd (Type=notify, edge/notify.py): READY=1 once the gateway can decide, WATCHDOG=1 while
-    it still can, STOPPING=1 when the stop begins."""
+    it still can, STOPPING=1 when the stop begins. SIGHUP re-reads ``config_path`` (edge/reload.py)."""
     from edge import control, supervise
     from edge.app import Gateway
     from edge.logs import loop_exception_handler
@@ -60,6 +65,7 @@ async def run_gateway(cfg: Config, stop_event: asyncio.Event | None = None) -> i
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(loop_exception_handler)
     gw = Gateway(cfg)
+    gw.config_path = None if config_path is None else str(config_path)
     sd = Systemd()
     sd.watch(gw, loop)
     stop_event = stop_event or asyncio.Event()
@@ -68,9 +74,9 @@ async def run_gateway(cfg: Config, stop_event: asyncio.Event | None = None) -> i
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop_event.set)
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        # The unit's ExecReload sends SIGHUP, whose default action ends the process, and systemd counts
-        # that as a clean exit (no restart): the gate would stay down. Until reload exists, say so.
-        loop.add_signal_handler(signal.SIGHUP, _reload_unsupported)
+        # The unit's ExecReload sends SIGHUP (whose default action would end the process). A reload
+        # still running when the next HUP comes is not started twice: reload() takes a lock.
+        loop.add_signal_handler(signal.SIGHUP, lambda: _on_hup(gw))
     ctl: asyncio.Task[None] | None = None
     try:
         await gw.start()

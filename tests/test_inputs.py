@@ -131,3 +131,35 @@ async def test_a_change_to_the_urgent_value_is_reported_at_first_sight(
         assert seen == [(False, True), (True, False)]
     finally:
         await hub.stop()
+
+
+async def test_a_released_scope_hears_nothing_and_a_late_watcher_gets_the_state(
+    board: tuple[RelayBoardSim, ModbusBus],
+) -> None:
+    """Reload (edge/reload.py): a rebuilt device's old watches go with it; the new one learns the
+    current input state at once instead of waiting for a change."""
+    from drivers.inputs import ScopedInputs
+
+    sim, bus = board
+    hub = InputHub({"b0": bus})
+    old_scope, old_seen = ScopedInputs(hub), []
+    old_scope.watch("b0", 1, 2, lambda v, first: old_seen.append((v, first)))
+    sim.set_input(1, 2, True)
+    await hub.start()
+    try:
+        assert await eventually(lambda: old_seen == [(True, True)])
+        old_scope.release()
+        new_seen: list[tuple[bool, bool]] = []
+        ScopedInputs(hub).watch("b0", 1, 2, lambda v, first: new_seen.append((v, first)))
+        assert await eventually(lambda: new_seen == [(True, True)])  # the state, before any change
+        sim.set_input(1, 2, False)
+        assert await eventually(lambda: new_seen[-1] == (False, False))
+        assert old_seen == [(True, True)]  # the released watch heard none of it
+        # a board nobody watches stops being polled
+        hub.unwatch("b0", 1, 2, hub._boards[("b0", 1)].watchers[2][0])
+        await asyncio.sleep(0.2)
+        n0 = fc02(sim)
+        await asyncio.sleep(0.5)
+        assert fc02(sim) == n0
+    finally:
+        await hub.stop()
