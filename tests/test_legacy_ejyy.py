@@ -182,6 +182,24 @@ def test_off_unless_enabled_and_key_checked(tmp_path: Path) -> None:
             load_config(_cfg(tmp_path, bad))
 
 
+def test_check_config_flags_legacy_codes_as_forgeable(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.daemon import ROOT
+
+    def check(legacy: dict[str, Any] | None) -> str:
+        r = subprocess.run([sys.executable, "-m", "edge.cli", "check-config", str(_cfg(tmp_path, legacy))],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    assert "legacy_ejyy" not in check(None)
+    out = check({"enabled": True, "key": KEY, "iv": IV, "max_age_s": 60})
+    assert "WARNING: trust.legacy_ejyy is enabled" in out and "forge" in out and "60 s" in out
+    assert KEY not in out and IV not in out
+
+
 # --- the flow, in process: off by default, whitelist-bound when on ---------------------------------
 
 
