@@ -27,7 +27,9 @@ from hypothesis import strategies as st
 
 from tests.support import fuzz_targets as ft
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+FAST = settings(
+    max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
+)
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
@@ -185,6 +187,29 @@ FOUND = [
 @pytest.mark.parametrize("inp", FOUND, ids=[f"found-{i}" for i in range(len(FOUND))])
 def test_pushes_that_once_crashed_are_a_400(families: dict[str, Any], inp: tuple[str, str, bytes]) -> None:
     assert run(fam(families, "plates"), inp) == ("rejected", "http 400")
+
+
+# --- found in edge/config.py, which is being edited elsewhere: reported, kept here until fixed ---
+
+_NFC = (ft.ROOT / "config" / "example-nfc.yaml").read_text(encoding="utf-8")
+CONFIG_CRASHES = {
+    # ZoneInfo raises IsADirectoryError / OSError(ENAMETOOLONG); the validator catches only
+    # ZoneInfoNotFoundError and ValueError, so `edge check-config` prints a traceback
+    "timezone-is-a-tzdata-directory": _NFC.replace("timezone: Asia/Shanghai", "timezone: Asia"),
+    "timezone-too-long": _NFC.replace("timezone: Asia/Shanghai", "timezone: " + "A" * 5000),
+    # Path.resolve() of a relative path with a NUL raises ValueError after validation (parse_config)
+    "data-dir-with-nul": _NFC.replace("data_dir: /var/lib/gate-edge", 'data_dir: "rel\\0dir"'),
+    "tls-ca-with-nul": _NFC + '\nmqtt:\n  host: x\n  tls:\n    ca: "ca\\0.pem"\n',
+}
+
+
+@pytest.mark.xfail(
+    strict=True, raises=ft.Crash, reason="edge/config.py: OSError/ValueError escape, not ConfigError"
+)
+@pytest.mark.parametrize("name", sorted(CONFIG_CRASHES))
+def test_config_that_crashes_the_loader(families: dict[str, Any], name: str) -> None:
+    outcome, reason = run(fam(families, "config"), ("text", CONFIG_CRASHES[name].encode()))
+    assert outcome == "rejected" and not reason.startswith("UNLOCATED")
 
 
 # --- end to end: a real `edge run` after a few hundred bad inputs -------------------------------
