@@ -1,0 +1,123 @@
+"""Proof: the broker is down while a real `edge run` decides presentations; all arrive after, oldest first.
+
+Shared by scripts/proof_broker_down.py and tests/test_proof_broker_down.py. Events are produced the
+real way (distinct signed codes on the pty scanner, each one a grant that pulses the door), the outage
+is Mosquitto stopped, and order is judged by the cloud: the first arrival of each event id, in
+arrival order, must follow the presentation order (the code numbers) and the events' `ts`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass
+
+from tests.support.daemon import Daemon
+from tests.support.proof_rig import Presenter, Rig
+
+PREFIX = "bd-"
+
+
+@dataclass
+class OutageReport:
+    down_s: float
+    written: int
+    decided: int  # decision log lines for our codes
+    decided_while_down: int
+    delivered: int  # distinct ids of our codes at the cloud
+    missing: list[str]
+    order_violations: int  # first arrivals whose code number is below the one before
+    ts_violations: int  # first arrivals whose ts is below the one before
+    duplicate_ids: int
+    drain_s: float  # broker back -> the cloud has every decided event
+    messages: int  # R/events messages received
+
+    def lines(self) -> list[str]:
+        return [
+            f"broker down                   {self.down_s:.0f} s",
+            f"presentations written         {self.written}",
+            f"events decided                {self.decided}  ({self.decided_while_down} while the broker was down)",
+            f"delivered to the cloud        {self.delivered}  in {self.messages} messages",
+            f"missing at the cloud          {len(self.missing)}  {self.missing[:5]}",
+            f"order violations (code order) {self.order_violations}",
+            f"order violations (ts)         {self.ts_violations}",
+            f"duplicate event ids at cloud  {self.duplicate_ids}",
+            f"time to drain after broker up {self.drain_s:.1f} s",
+        ]
+
+
+def _decided(gw: Daemon) -> list[str]:
+    return [
+        str(ln["credential"])
+        for ln in list(gw.lines)
+        if ln.get("event") == "decision" and str(ln.get("credential", "")).startswith(PREFIX)
+    ]
+
+
+def _first_arrivals(rig: Rig) -> tuple[list[dict[str, object]], int, int]:
+    """Our events in order of first arrival at the cloud, duplicate ids, messages."""
+    seen: dict[str, dict[str, object]] = {}
+    dups: set[str] = set()
+    msgs = rig.cloud.on("events")
+    for r in msgs:
+        for e in r.json()["events"]:
+            if not str(e.get("credential", "")).startswith(PREFIX):
+                continue
+            if e["id"] in seen:
+                dups.add(e["id"])
+            else:
+                seen[e["id"]] = e
+    return list(seen.values()), len(dups), len(msgs)
+
+
+async def outage_run(rig: Rig, *, events: int, down_s: float, drain_within: float = 600.0) -> OutageReport:
+    """``events`` presentations at events/down_s per second while the broker is down for ``down_s``."""
+    gw = Daemon(rig.cfg)
+    try:
+        await gw.wait_for("mqtt_connected", timeout=60)
+        await gw.wait_for("device_status", device="qr-north", online=True)
+        pres = Presenter(rig, events / down_s, events, prefix=PREFIX)  # minted before the clock starts
+        rig.cloud.c.reconnect_delay_set(0.2, 1)  # the cloud back within 1 s of the broker: drain is ours
+        rig.broker.stop()
+        await gw.wait_for("mqtt_connection_lost", timeout=30)
+        t_down = time.monotonic()
+        pres.start()
+        while pres.is_alive() and time.monotonic() - t_down < down_s + 5:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(max(0.0, down_s - (time.monotonic() - t_down)))
+        pres.stop()
+        await asyncio.sleep(1.0)  # the last lines decided
+        while_down = len(_decided(gw))
+        rig.broker.start()
+        t_up = time.monotonic()
+        down = t_up - t_down
+        want = set(_decided(gw))
+        deadline = t_up + drain_within
+        drain = float("nan")
+        while time.monotonic() < deadline:
+            got, _, _ = _first_arrivals(rig)
+            if want <= {str(e["credential"]) for e in got}:
+                drain = time.monotonic() - t_up
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # late duplicates, if any, would show now
+    finally:
+        gw.finish()
+    decided = _decided(gw)
+    got, dups, msgs = _first_arrivals(rig)
+    nums = [int(str(e["credential"])[len(PREFIX) :]) for e in got]
+    ts = [int(e["ts"]) for e in got]  # type: ignore[call-overload]
+    return OutageReport(
+        down_s=down,
+        written=pres.written,
+        decided=len(decided),
+        decided_while_down=while_down,
+        delivered=len(got),
+        missing=sorted(set(decided) - {str(e["credential"]) for e in got}),
+        order_violations=sum(1 for a, b in itertools.pairwise(nums) if b < a),
+        ts_violations=sum(1 for a, b in itertools.pairwise(ts) if b < a),
+        duplicate_ids=dups,
+        drain_s=drain,
+        messages=msgs,
+    )
