@@ -8,6 +8,7 @@ log on stderr, the board's write log, what the cloud subscriber received, what i
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import os
@@ -54,6 +55,7 @@ class Rig:
     fd: int
     # time.time() - time.monotonic(): the board stamps writes with monotonic, events carry wall ms
     mono_to_wall: float = field(default_factory=lambda: time.time() - time.monotonic())
+    perf_to_wall: float = field(default_factory=lambda: time.time() - time.perf_counter())  # cloud arrivals
 
     @property
     def data(self) -> Path:
@@ -94,12 +96,12 @@ async def open_rig(tmp: Path, *, pulse_ms: int = 100) -> AsyncIterator[Rig]:
 
 
 class Presenter(threading.Thread):
-    """Writes distinct signed codes (k9-00000, k9-00001, ...) to the scanner pty at ``rate`` per second."""
+    """Writes distinct signed codes (k9-000000, k9-000001, ...) to the scanner pty at ``rate`` per second."""
 
-    def __init__(self, rig: Rig, rate: float, count: int) -> None:
+    def __init__(self, rig: Rig, rate: float, count: int, prefix: str = PREFIX) -> None:
         super().__init__(daemon=True)
         self.fd, self.rate = rig.fd, rate
-        self.codes = [rig.signer.code(f"{PREFIX}{i:06d}") for i in range(count)]
+        self.codes = [rig.signer.code(f"{prefix}{i:06d}") for i in range(count)]
         self.written = 0
         self._halt = threading.Event()
 
@@ -137,8 +139,11 @@ class KillReport:
     pulses: int
     grants: int
     extra_pulses: int  # pulses with no grant of their own before them, in the same life
+    extra_at: list[tuple[int, float]]  # (life, s after spawn) of each extra pulse
     deliveries: int  # event ids as the cloud received them, duplicates included
     duplicate_ids: int  # ids the cloud received more than once
+    duplicates: list[str]  # credentials of the events received more than once
+    dup_same_life: int  # of those, received twice within one life of the daemon (no kill between)
     leftover: int  # rows still in the outbox at the end (should be 0: all drained)
     seconds: float
     early_kills: int = 0  # lives killed before their first decision (start-up)
@@ -151,9 +156,10 @@ class KillReport:
             f"events lost for those read    {len(self.lost)}  {self.lost[:5]}",
             f"codes decided twice           {len(self.decided_twice)}  {self.decided_twice[:5]}",
             f"relay pulses / grants         {self.pulses} / {self.grants}",
-            f"actuations repeated (extra)   {self.extra_pulses}",
+            f"actuations repeated (extra)   {self.extra_pulses}  {self.extra_at[:5]}",
             f"cloud deliveries              {self.deliveries}",
-            f"duplicate event ids at cloud  {self.duplicate_ids}",
+            f"duplicate event ids at cloud  {self.duplicate_ids}  {self.duplicates[:5]}",
+            f"  of which without a kill between the copies: {self.dup_same_life}",
             f"outbox rows left at the end   {self.leftover}",
             f"run time                      {self.seconds:.0f} s",
         ]
@@ -168,15 +174,15 @@ def _pulses(rig: Rig) -> list[float]:
     return out
 
 
-def extra_pulses(lives: list[Life], grants: list[float], pulses: list[float]) -> int:
+def extra_pulses(lives: list[Life], grants: list[float], pulses: list[float]) -> list[tuple[int, float]]:
     """Pulses that no grant accounts for: each grant (ts, wall s) pays for at most one pulse after it,
     in the same life of the daemon. A grant may have no pulse (coalesced while the lock is released, or
-    killed before the write), never two."""
-    extra = 0
+    killed before the write), never two. Returns (life index, seconds after its spawn) per extra pulse."""
+    extra: list[tuple[int, float]] = []
     slack = 0.002  # event ts is in whole ms
-    for life in lives:
+    for k, life in enumerate(lives):
         gs = sorted(g for g in grants if life.start - slack <= g <= life.end + slack)
-        ps = sorted(p for p in pulses if life.start <= p <= life.end + 0.5)
+        ps = sorted(p for p in pulses if life.start <= p < life.end)
         free = 0  # grants seen before the current pulse and not yet matched
         gi = 0
         for p in ps:
@@ -186,7 +192,7 @@ def extra_pulses(lives: list[Life], grants: list[float], pulses: list[float]) ->
             if free:
                 free -= 1
             else:
-                extra += 1
+                extra.append((k, round(p - life.start, 3)))
     return extra
 
 
@@ -205,6 +211,7 @@ async def kill_run(rig: Rig, *, kills: int, rate: float, max_life: float = 3.0, 
         if gw.proc.poll() is None:
             gw.proc.send_signal(signal.SIGKILL)
         gw.finish()
+        await asyncio.sleep(0.3)  # the board serves what was on the wire before the kill: still this life
         lives.append(Life(start, time.time(), gw.lines))
     # the last life: no kill; the gate still decides, then codes stop, it drains, then SIGTERM
     start = time.time()
@@ -247,6 +254,13 @@ def _report(rig: Rig, lives: list[Life], kills: int, written: int, seconds: floa
                 decided[cred] += 1
     received = rig.cloud_events()
     ids = Counter(str(e["id"]) for e in received)
+    starts = [life.start for life in lives]
+    arrivals: dict[str, set[int]] = {}
+    for r in rig.cloud.on("events"):
+        k = bisect.bisect_right(starts, r.t + rig.perf_to_wall) - 1
+        for e in r.json()["events"]:
+            if ids[str(e["id"])] > 1:
+                arrivals.setdefault(str(e["id"]), set()).add(k)
     by_id = {str(e["id"]): e for e in received}
     stored = outbox_bodies(rig.data)
     events = list(by_id.values()) + [e for e in stored if str(e["id"]) not in by_id]
@@ -257,6 +271,7 @@ def _report(rig: Rig, lives: list[Life], kills: int, written: int, seconds: floa
     grants = [int(e["ts"]) / 1000 for e in ours if e.get("result") == "granted"]  # type: ignore[call-overload]
     twice = sorted({c for c, n in decided.items() if n > 1} | {c for c, n in per_cred.items() if n > 1})
     pulses = _pulses(rig)
+    extra = extra_pulses(lives, grants, pulses)
     return KillReport(
         kills=kills,
         written=written,
@@ -266,9 +281,12 @@ def _report(rig: Rig, lives: list[Life], kills: int, written: int, seconds: floa
         decided_twice=twice,
         pulses=len(pulses),
         grants=len(grants),
-        extra_pulses=extra_pulses(lives, grants, pulses),
+        extra_pulses=len(extra),
+        extra_at=extra,
         deliveries=sum(ids.values()),
         duplicate_ids=sum(1 for n in ids.values() if n > 1),
+        dup_same_life=sum(1 for i, n in ids.items() if n > 1 and len(arrivals.get(i, ())) < n),
+        duplicates=sorted(str(by_id[i].get("credential")) for i, n in ids.items() if n > 1),
         leftover=len(stored),
         seconds=seconds,
         early_kills=sum(
