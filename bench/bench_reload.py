@@ -31,11 +31,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_startup import Notify, Run, cached_whitelist, proc_status, quiet  # noqa: E402
+from bench_startup import Notify, Run, cached_whitelist, proc_status, quiet
 
-from edge.sim.relay_board import RelayBoardSim  # noqa: E402
-from tests.support.gateway import Signer, free_port, gateway_config  # noqa: E402
-from tests.support.ptys import PtyPair  # noqa: E402
+from edge.sim.relay_board import RelayBoardSim
+from tests.support.gateway import Signer, free_port, gateway_config
+from tests.support.ptys import PtyPair
 
 KINDS = ("reader", "device", "unchanged", "refused")
 
@@ -75,7 +75,9 @@ async def trial(run: Run, cfg: Path, kind: str, i: int, ptys: list[PtyPair], goo
         raise RuntimeError(f"no reload result line within 30 s after SIGHUP ({kind})")
     t, ln = got
     if ln["event"] == "reload_not_supported":
-        print("reload: this edge run logs reload_not_supported: SIGHUP reload has not landed; nothing measured")
+        print(
+            "reload: this edge run logs reload_not_supported: SIGHUP reload has not landed; nothing measured"
+        )
         raise SystemExit(2)
     if ln["event"] != want:
         raise RuntimeError(f"{kind}: expected {want}, got {ln}")
@@ -140,7 +142,9 @@ async def main() -> None:
             print(line(kind, *results[kind]))
         alive = run.proc.poll() is None
         rss1 = proc_status(run.proc.pid)["VmRSS"] if alive else float("nan")
-        print(f"daemon after {a.trials * len(KINDS)} reloads: running {alive}, RSS {rss0:.1f} -> {rss1:.1f} MB")
+        print(
+            f"daemon after {a.trials * len(KINDS)} reloads: running {alive}, RSS {rss0:.1f} -> {rss1:.1f} MB"
+        )
     finally:
         run.stop()
         notify.close()
