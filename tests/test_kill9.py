@@ -66,7 +66,7 @@ async def test_kill9_while_presenting_loses_no_decided_event(tmp_path: Path) -> 
             os.write(fd, codes[-1].encode() + b"\r")
             await gw2.wait_for("decision", credential="k9-01999")
             gw2.proc.send_signal(signal.SIGTERM)
-            assert gw2.proc.wait(15) == 0
+            assert await asyncio.to_thread(gw2.proc.wait, 15) == 0  # the board answers on this loop
             assert "k9-01999" in event_credentials(tmp_path / "data")
         finally:
             gw2.finish()
@@ -87,5 +87,7 @@ async def test_kill9_repeated_under_load_three_zeros(tmp_path: Path) -> None:
     assert r.read > 50, f"too few presentations read to prove anything:\n{report}"
     assert r.lost == [], f"events lost for presentations read:\n{report}"
     assert r.decided_twice == [] and r.extra_pulses == 0, f"an actuation repeated:\n{report}"
-    assert r.duplicate_ids == 0, f"duplicate event ids at the cloud:\n{report}"
+    # mqtt.md is at-least-once: an event whose PUBACK a killed process never saw goes again after the
+    # restart (the cloud de-duplicates by id). Within one life of the daemon no id may go twice.
+    assert r.dup_same_life == 0, f"an event id sent twice without a kill between:\n{report}"
     assert r.leftover == 0 and r.pulses <= r.grants

@@ -223,7 +223,7 @@ async def kill_run(rig: Rig, *, kills: int, rate: float, max_life: float = 3.0, 
         pres.stop()
         await _settle(rig, gw)
         gw.proc.send_signal(signal.SIGTERM)
-        gw.proc.wait(30)
+        await asyncio.to_thread(gw.proc.wait, 30)  # the board answers on this loop: keep it running
     finally:
         gw.finish()
     lives.append(Life(start, time.time(), gw.lines))
