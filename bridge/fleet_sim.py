@@ -151,13 +151,17 @@ class SimGateway:
             return
         now = int(time.time() * 1000)
         jti = str(claims.get("jti"))
-        c.publish(f"{self.root}/cmd/result", _dumps({"jti": jti, "ok": True, "error": None, "ts": now}), qos=1)
+        c.publish(
+            f"{self.root}/cmd/result", _dumps({"jti": jti, "ok": True, "error": None, "ts": now}), qos=1
+        )
         ev = self._event(now, "remote", jti, claims.get("by"), "granted", str(claims.get("target") or "door"))
         self._publish_events([ev])
         self.fleet.stats.commands += 1
 
     # --- traffic --------------------------------------------------------------------------------
-    def _event(self, ts: int, method: str, cred: str, subject: object, result: str, device: str) -> dict[str, Any]:
+    def _event(
+        self, ts: int, method: str, cred: str, subject: object, result: str, device: str
+    ) -> dict[str, Any]:
         self.seq += 1
         return {"id": ulid(ts), "seq": self.seq, "ts": ts, "device": device, "reader": None,
                 "method": method, "credential": cred, "subject": subject, "result": result,

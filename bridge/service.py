@@ -32,7 +32,7 @@ from paho.mqtt.properties import Properties
 
 from bridge import commands, status, whitelist
 from bridge.config import BridgeConfig
-from bridge.db import connect, is_retryable
+from bridge.db import connect, is_retryable, now_ms, transaction
 from bridge.events import write_batch
 
 log = logging.getLogger("bridge")
@@ -178,18 +178,48 @@ class Bridge:
         if not isinstance(body, dict):
             return
         if m.topic.endswith("/sync/request"):
-            version, entries = whitelist.current(con, self.cfg, gw, int(time.time()))
-            if body.get("have") != version:
-                parts = whitelist.snapshot_parts(entries, version, uuid.uuid4().hex, self.cfg.snapshot_part)
-                for p in parts:
-                    self.publish(gw, "whitelist", p)
-                log.info("snapshot v%d to %s: %d entries in %d parts", version, gw, len(entries), len(parts))
+            self._snapshot(con, gw, body.get("have"))
         elif m.topic.endswith("/cmd/result"):
             commands.on_result(con, gw, body)
-        elif m.topic.endswith("/status"):
-            status.on_status(con, self.cfg, gw, body)
-        elif m.topic.endswith("/health"):
-            status.on_health(con, self.cfg, gw, body)
+        elif m.topic.endswith("/status") or m.topic.endswith("/health"):
+            if m.topic.endswith("/status"):
+                status.on_status(con, self.cfg, gw, body)
+            else:
+                status.on_health(con, self.cfg, gw, body)
+            if body.get("online", True) is not False and self._resync_due(
+                con, gw, body.get("whitelist_version")
+            ):
+                self._snapshot(con, gw, body.get("whitelist_version"))
+
+    def _snapshot(self, con: Any, gw: str, have: object) -> None:
+        version, entries = whitelist.current(con, self.cfg, gw, int(time.time()))
+        if have != version:
+            parts = whitelist.snapshot_parts(entries, version, uuid.uuid4().hex, self.cfg.snapshot_part)
+            for p in parts:
+                self.publish(gw, "whitelist", p)
+            log.info("snapshot v%d to %s: %d entries in %d parts", version, gw, len(entries), len(parts))
+
+    def _resync_due(self, con: Any, gw: str, have: object) -> bool:
+        """A gateway whose status/health shows a version we did not send lately gets a snapshot.
+
+        This heals a sync request lost while no bridge was subscribed (a shared subscription
+        without members drops messages) and a lost delta. One instance wins the claim on
+        ``snapshot_at`` (at most one unrequested snapshot per gateway every 10 s).
+        """
+        if not isinstance(have, int):
+            return False
+        now = now_ms()
+        with transaction(con) as cur:
+            cur.execute("SELECT version, updated_at FROM bridge_whitelist WHERE gateway = %s", (gw,))
+            row = cur.fetchone()
+            if row is not None and (int(row[0]) == have or now - int(row[1]) < 5000):
+                return False  # in step, or a delta just sent may still be on its way
+            cur.execute(
+                "UPDATE bridge_gateway_status SET snapshot_at = %s"
+                " WHERE gateway = %s AND (snapshot_at IS NULL OR snapshot_at < %s)",
+                (now, gw, now - 10_000),
+            )
+            return bool(cur.rowcount == 1)
 
     def _control(self) -> None:
         con = self._db()

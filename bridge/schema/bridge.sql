@@ -52,13 +52,15 @@ CREATE TABLE IF NOT EXISTS `bridge_command` (
   UNIQUE KEY `source` (`source`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
--- Last R/status and R/health seen per gateway (the ejyy device `online` columns follow them).
+-- Last R/status and R/health seen per gateway (the ejyy device `online` columns follow them);
+-- `snapshot_at`: last unrequested snapshot, so several instances do not all push one.
 CREATE TABLE IF NOT EXISTS `bridge_gateway_status` (
   `gateway` varchar(96) NOT NULL,
   `online` tinyint(1) NOT NULL,
   `version` varchar(64) DEFAULT NULL,
   `whitelist_version` bigint(20) DEFAULT NULL,
   `devices` text DEFAULT NULL,
+  `snapshot_at` bigint(13) DEFAULT NULL,
   `updated_at` bigint(13) NOT NULL,
   PRIMARY KEY (`gateway`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

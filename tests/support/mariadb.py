@@ -39,7 +39,7 @@ def server() -> Iterator[DbConfig]:
     tmp = Path(tempfile.mkdtemp(prefix="bridge-mariadb-"))
     port = free_port()
     subprocess.run(
-        ["mariadb-install-db", f"--datadir={tmp}/data", "--auth-root-authentication-method=normal",
+        ["mariadb-install-db", "--no-defaults", f"--datadir={tmp}/data", "--auth-root-authentication-method=normal",
          "--skip-test-db", "--user=root"],
         check=True, capture_output=True,
     )  # fmt: skip
