@@ -30,6 +30,14 @@ MAX_BYTES = 256 * 1024  # a gateway config is a few KB; past this it is a wrong 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, v: Any) -> Any:
+        """A NUL in a name or path passes YAML but breaks every system call later: refuse it here."""
+        if isinstance(v, str | Path) and "\0" in str(v):
+            raise ValueError("a NUL character is not allowed here")
+        return v
+
 
 class GatewaySection(_Strict):
     site: str = Field(min_length=1, description="site (community) id; tokens' `iss` must equal it")
@@ -42,8 +50,8 @@ class GatewaySection(_Strict):
     def _tz(cls, v: str) -> str:
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {v!r}") from exc
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a tzdata dir, a huge name
+            raise ValueError(f"unknown time zone {v[:64]!r}") from exc
         return v
 
 
