@@ -43,6 +43,7 @@ from tests.support.gateway import Signer, free_port, gateway_config  # noqa: E40
 from tests.support.ptys import PtyPair  # noqa: E402
 
 CACHE = ROOT / "var" / "bench"
+PHASES = [str(Path(__file__).resolve().parent / "startup_phases.py")]
 
 
 def card(i: int) -> str:
@@ -131,6 +132,7 @@ class Run:
 
     def __init__(self, cfg: Path, notify: Notify, extra: list[str] | None = None) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": str(notify.path)}
+        env["SPAWN_T0"] = str(time.monotonic())  # read by startup_phases.py
         env.pop("WATCHDOG_USEC", None)
         self.notify = notify
         self.lines: list[tuple[float, dict[str, object]]] = []
@@ -196,7 +198,15 @@ def summary(xs: list[float]) -> str:
 
 
 async def series(
-    label: str, src: Path | None, runs: int, cold: bool, tmp: Path, port: int, cards: PtyPair, signer: Signer
+    label: str,
+    src: Path | None,
+    runs: int,
+    cold: bool,
+    tmp: Path,
+    port: int,
+    cards: PtyPair,
+    signer: Signer,
+    extra: list[str] | None = None,
 ) -> tuple[list[float], Run]:
     """``runs`` start-ups on fresh copies of ``src`` (None: an empty whitelist); the last Run is
     returned still running, for the RSS figures."""
@@ -217,7 +227,7 @@ async def series(
             if cold:
                 evict(d / "data" / "whitelist.db")
         notify = Notify(d / "notify.sock")
-        run = Run(cfg, notify)
+        run = Run(cfg, notify, extra)
         try:
             times.append(await run.ready())
         except BaseException:
@@ -262,6 +272,7 @@ async def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--decisions", type=int, default=20)
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-file series")
+    ap.add_argument("--phases", action="store_true", help="also one warm and one cold start, phases timed")
     a = ap.parse_args()
     src, built = cached_whitelist(a.entries)
     how = "reused" if built is None else f"built in {built:.1f} s"
@@ -283,6 +294,20 @@ async def main() -> None:
             cold, run = await series("cold", src, a.runs, True, tmp, port, cards, signer)
             run.stop()
             print(f"start-up to READY=1, {a.entries} entries, cold file, {a.runs} runs: {summary(cold)}")
+        if a.phases:
+            for how in ("warm", "cold"):
+                _, run = await series(
+                    f"phases-{how}", src, 1, how == "cold", tmp, port, cards, signer, PHASES
+                )
+                run.stop()
+                run.notify.close()
+                marks = [
+                    str(ln["text"]).strip()[6:]
+                    for _, ln in run.lines
+                    if str(ln.get("text", "")).startswith("PHASE")
+                ]
+                print(f"phases of one {how} start ({a.entries} entries), s since spawn:")
+                print("\n".join(f"  {m}" for m in marks))
         warm, run = await series("warm", src, a.runs, False, tmp, port, cards, signer)
         print(
             f"start-up to READY=1, {a.entries} entries, warm, {a.runs} runs: {summary(warm)} (target <= 1 s)"
