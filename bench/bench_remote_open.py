@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -72,13 +73,13 @@ async def main() -> None:
         lat: list[float] = []
         opened: list[float] = []
         called: list[float] = []
-        real_open = gw.remote_open
+        real_act = gw.act  # every remote command reaches the device through Gateway.act
 
-        async def timed_open(target: str, by: str | None) -> str | None:
+        async def timed_act(target: str, action: str, args: Any) -> str | None:
             called.append(time.monotonic())
-            return await real_open(target, by)
+            return await real_act(target, action, args)
 
-        gw.remote_open = timed_open  # type: ignore[method-assign]
+        gw.act = timed_act  # type: ignore[method-assign]
         try:
             for _ in range(a.n):
                 token = mint_token(
@@ -103,7 +104,7 @@ async def main() -> None:
     print(f"remote open, R/cmd publish -> coil write at the relay board, n={len(lat)}: "
           f"p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms, max {max(lat):.2f} ms")  # fmt: skip
     print(
-        f"  of which publish -> gate.remote_open called: p50 {pct(opened, 50):.2f} ms, p99 {pct(opened, 99):.2f} ms"
+        f"  of which publish -> Gateway.act called: p50 {pct(opened, 50):.2f} ms, p99 {pct(opened, 99):.2f} ms"
     )
 
 
