@@ -164,6 +164,8 @@ class Bridge:
             if n is None or self.stop.is_set():
                 return  # stopping: nothing acked, the broker redelivers
             self.written += n
+            if n < len(items):
+                log.info("%d of %d events already written (redelivery): skipped", len(items) - n, len(items))
             for m in msgs:
                 self._ack(m)
 
