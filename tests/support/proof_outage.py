@@ -77,7 +77,9 @@ async def outage_run(rig: Rig, *, events: int, down_s: float, drain_within: floa
     try:
         await gw.wait_for("mqtt_connected", timeout=60)
         await gw.wait_for("device_status", device="qr-north", online=True)
-        pres = Presenter(rig, events / down_s, events, prefix=PREFIX)  # minted before the clock starts
+        pres = Presenter(
+            rig, events / down_s, events, prefix=PREFIX, premint=True
+        )  # minted before the clock starts
         rig.cloud.c.reconnect_delay_set(0.2, 1)  # the cloud back within 1 s of the broker: drain is ours
         rig.broker.stop()
         await gw.wait_for("mqtt_connection_lost", timeout=30)

@@ -96,20 +96,25 @@ async def open_rig(tmp: Path, *, pulse_ms: int = 100) -> AsyncIterator[Rig]:
 
 
 class Presenter(threading.Thread):
-    """Writes distinct signed codes (k9-000000, k9-000001, ...) to the scanner pty at ``rate`` per second."""
+    """Writes distinct signed codes (k9-000000, k9-000001, ...) to the scanner pty at ``rate`` per second,
+    up to ``count``; minted as they go, or all before the start (``premint``, for exact pacing)."""
 
-    def __init__(self, rig: Rig, rate: float, count: int, prefix: str = PREFIX) -> None:
+    def __init__(
+        self, rig: Rig, rate: float, count: int, prefix: str = PREFIX, *, premint: bool = False
+    ) -> None:
         super().__init__(daemon=True)
-        self.fd, self.rate = rig.fd, rate
-        self.codes = [rig.signer.code(f"{prefix}{i:06d}") for i in range(count)]
+        self.fd, self.rate, self.count = rig.fd, rate, count
+        self._mint = lambda i: rig.signer.code(f"{prefix}{i:06d}")
+        self.codes = [self._mint(i) for i in range(count)] if premint else None
         self.written = 0
         self._halt = threading.Event()
 
     def run(self) -> None:
         t0 = time.monotonic()
-        for i, code in enumerate(self.codes):
+        for i in range(self.count):
             if self._halt.is_set():
                 return
+            code = self.codes[i] if self.codes is not None else self._mint(i)
             os.write(self.fd, code.encode() + b"\r")  # blocks when nobody reads for long: rate drops
             self.written += 1
             delay = t0 + (i + 1) / self.rate - time.monotonic()
@@ -147,12 +152,15 @@ class KillReport:
     leftover: int  # rows still in the outbox at the end (should be 0: all drained)
     seconds: float
     early_kills: int = 0  # lives killed before their first decision (start-up)
+    per_life: list[int] = field(default_factory=list)  # decisions logged in each life, the last unkilled
 
     def lines(self) -> list[str]:
         return [
             f"kills                         {self.kills}  ({self.early_kills} before the first decision)",
             f"presentations written         {self.written}",
             f"presentations read (decided)  {self.read}  (decision log lines: {self.decided_logged})",
+            f"  decided per killed life       median {_median(self.per_life[:-1])}, max {max(self.per_life[:-1], default=0)};"
+            f" the last (unkilled) life {self.per_life[-1] if self.per_life else 0}",
             f"events lost for those read    {len(self.lost)}  {self.lost[:5]}",
             f"codes decided twice           {len(self.decided_twice)}  {self.decided_twice[:5]}",
             f"relay pulses / grants         {self.pulses} / {self.grants}",
@@ -163,6 +171,10 @@ class KillReport:
             f"outbox rows left at the end   {self.leftover}",
             f"run time                      {self.seconds:.0f} s",
         ]
+
+
+def _median(xs: list[int]) -> int:
+    return sorted(xs)[len(xs) // 2] if xs else 0
 
 
 def _pulses(rig: Rig) -> list[float]:
@@ -196,18 +208,28 @@ def extra_pulses(lives: list[Life], grants: list[float], pulses: list[float]) ->
     return extra
 
 
-async def kill_run(rig: Rig, *, kills: int, rate: float, max_life: float = 3.0, seed: int = 9) -> KillReport:
-    """``kills`` kill -9 of `edge run` at random moments (start-up included) while codes flow in."""
+async def kill_run(
+    rig: Rig, *, kills: int, rate: float, max_life: float = 3.0, seed: int = 9, startup_share: float = 0.25
+) -> KillReport:
+    """``kills`` kill -9 of `edge run` while codes flow in. A share of the kills land at a random moment
+    of start-up (before the daemon's first decision, timed on the previous life); the rest at a random
+    moment 0..``max_life`` s after its first decision, so a loaded box still gets kills mid-stream."""
     rng = random.Random(seed)
     t_run = time.monotonic()
-    need = int(rate * (kills * (max_life + 2.0) + 30)) + 100
-    pres = Presenter(rig, rate, need)
+    pres = Presenter(rig, rate, 10_000_000)
     pres.start()
     lives: list[Life] = []
+    ready_s = 1.0  # spawn -> first decision, as last seen
     for _ in range(kills):
         start = time.time()
         gw = Daemon(rig.cfg)
-        await asyncio.sleep(rng.uniform(0.05, max_life))
+        if rng.random() < startup_share:
+            await asyncio.sleep(rng.uniform(0.05, ready_s))
+        else:
+            with contextlib.suppress(AssertionError):  # died or never decided: killed all the same
+                await gw.wait_for("decision", timeout=60)
+                ready_s = time.time() - start
+            await asyncio.sleep(rng.uniform(0.0, max_life))
         if gw.proc.poll() is None:
             gw.proc.send_signal(signal.SIGKILL)
         gw.finish()
@@ -289,6 +311,7 @@ def _report(rig: Rig, lives: list[Life], kills: int, written: int, seconds: floa
         duplicates=sorted(str(by_id[i].get("credential")) for i, n in ids.items() if n > 1),
         leftover=len(stored),
         seconds=seconds,
+        per_life=[sum(1 for ln in life.lines if ln.get("event") == "decision") for life in lives],
         early_kills=sum(
             1 for life in lives[:-1] if not any(ln.get("event") == "decision" for ln in life.lines)
         ),
