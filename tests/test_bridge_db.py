@@ -294,3 +294,28 @@ def test_codes_are_signed_short_lived_and_scoped(env) -> None:  # type: ignore[n
         codes.visitor_code(cfg, con, s, gone)
     with pytest.raises(codes.NoAccess):
         codes.resident_code(cfg, con, s, 9)  # frozen user
+
+
+async def test_codes_http_endpoint(env) -> None:  # type: ignore[no-untyped-def]
+    from aiohttp.test_utils import TestClient, TestServer
+
+    cfg, e, _con, signer = env
+    ids = seed(e)
+    cfg.codes.api_token = "s3cret"
+    app = codes.make_app(cfg, commands.Signer(cfg.signing_key))
+    policy = TrustPolicy.build(SITE, {signer.kid: signer.public_b64})
+    async with TestClient(TestServer(app)) as http:
+        auth = {"Authorization": "Bearer s3cret"}
+        r = await http.post("/v1/codes/resident", json={"user_id": ids["alice"]}, headers=auth)
+        assert r.status == 200
+        body = await r.json()
+        assert verify_token(body["token"], policy, time.time()).sub == "resident:1042"  # type: ignore[union-attr]
+        r = await http.post("/v1/codes/visitor", json={"vistor_id": ids["guest"], "uses": 1}, headers=auth)
+        assert r.status == 200 and (await r.json())["jti"].startswith(f"v{ids['guest']}-")
+        assert (await http.post("/v1/codes/resident", json={"user_id": 1042})).status == 401
+        bad = {"Authorization": "Bearer nope"}
+        assert (await http.post("/v1/codes/resident", json={"user_id": 1042}, headers=bad)).status == 401
+        assert (await http.post("/v1/codes/resident", json={"user_id": 55555}, headers=auth)).status == 404
+        gone = e.visitor(ids["home"], expire_s=-5)
+        assert (await http.post("/v1/codes/visitor", json={"vistor_id": gone}, headers=auth)).status == 410
+        assert (await http.post("/v1/codes/visitor", json=[1], headers=auth)).status == 400
