@@ -55,20 +55,30 @@ def _decided(gw: Daemon) -> list[str]:
     ]
 
 
-def _first_arrivals(rig: Rig) -> tuple[list[dict[str, object]], int, int]:
-    """Our events in order of first arrival at the cloud, duplicate ids, messages."""
-    seen: dict[str, dict[str, object]] = {}
-    dups: set[str] = set()
-    msgs = rig.cloud.on("events")
-    for r in msgs:
-        for e in r.json()["events"]:
-            if not str(e.get("credential", "")).startswith(PREFIX):
-                continue
-            if e["id"] in seen:
-                dups.add(e["id"])
-            else:
-                seen[e["id"]] = e
-    return list(seen.values()), len(dups), len(msgs)
+class Arrivals:
+    """Our events in order of first arrival at the cloud, parsed incrementally (polled while draining)."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.first: dict[str, dict[str, object]] = {}
+        self.dups: set[str] = set()
+        self.messages = 0
+
+    def update(self) -> Arrivals:
+        msgs = self.rig.cloud.on("events")
+        for r in msgs[self.messages :]:
+            for e in r.json()["events"]:
+                if not str(e.get("credential", "")).startswith(PREFIX):
+                    continue
+                if e["id"] in self.first:
+                    self.dups.add(e["id"])
+                else:
+                    self.first[e["id"]] = e
+        self.messages = len(msgs)
+        return self
+
+    def credentials(self) -> set[str]:
+        return {str(e["credential"]) for e in self.first.values()}
 
 
 async def outage_run(rig: Rig, *, events: int, down_s: float, drain_within: float = 600.0) -> OutageReport:
@@ -97,9 +107,9 @@ async def outage_run(rig: Rig, *, events: int, down_s: float, drain_within: floa
         want = set(_decided(gw))
         deadline = t_up + drain_within
         drain = float("nan")
+        arrivals = Arrivals(rig)
         while time.monotonic() < deadline:
-            got, _, _ = _first_arrivals(rig)
-            if want <= {str(e["credential"]) for e in got}:
+            if want <= arrivals.update().credentials():
                 drain = time.monotonic() - t_up
                 break
             await asyncio.sleep(0.1)
@@ -107,7 +117,8 @@ async def outage_run(rig: Rig, *, events: int, down_s: float, drain_within: floa
     finally:
         gw.finish()
     decided = _decided(gw)
-    got, dups, msgs = _first_arrivals(rig)
+    arrivals.update()
+    got, dups, msgs = list(arrivals.first.values()), len(arrivals.dups), arrivals.messages
     nums = [int(str(e["credential"])[len(PREFIX) :]) for e in got]
     ts = [int(e["ts"]) for e in got]  # type: ignore[call-overload]
     return OutageReport(
