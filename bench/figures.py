@@ -319,7 +319,7 @@ BENCHES: list[Bench] = [
         "dead_unit",
         "bench_dead_unit.py",
         [],
-        ["--transport", "tcp", "--after", "10"],
+        ["--after", "10"],
         [
             Figure(
                 "healthy door beside a dying unit, TCP, first dead window: p99/baseline, max",
