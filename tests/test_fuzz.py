@@ -51,8 +51,11 @@ def _quiet() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def families() -> dict[str, Any]:
-    return {}
+def families() -> Iterator[dict[str, Any]]:
+    made: dict[str, Any] = {}
+    yield made
+    if "mqtt" in made:
+        made["mqtt"].close()
 
 
 def fam(families: dict[str, Any], name: str) -> Any:

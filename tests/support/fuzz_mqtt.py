@@ -148,6 +148,15 @@ class MqttFamily:
     def generate(self, rng: random.Random) -> MqttInput:
         return self.inputs.generate(rng)
 
+    def close(self) -> None:
+        """Stop the link and its loop (tests; the script's workers just exit)."""
+        self.loop.run_until_complete(self.link.stop())
+        self._task.cancel()
+        self.loop.run_until_complete(asyncio.gather(self._task, return_exceptions=True))
+        self.outbox.close()
+        self.store.close()
+        self.loop.close()
+
     async def _until(self, pred: Any, timeout: float = 10.0) -> None:
         t_end = time.monotonic() + timeout
         while not pred():
