@@ -207,38 +207,47 @@ async def series(
     cards: PtyPair,
     signer: Signer,
     extra: list[str] | None = None,
+    after_clean_stop: bool = False,
 ) -> tuple[list[float], Run]:
-    """``runs`` start-ups on fresh copies of ``src`` (None: an empty whitelist); the last Run is
-    returned still running, for the RSS figures."""
+    """``runs`` start-ups, each on a fresh copy of ``src`` (None: an empty whitelist), so no start
+    follows a clean stop of that data dir (as after a crash or power cut). ``after_clean_stop``: one
+    data dir, started and stopped cleanly once untimed, then each timed start follows the previous
+    run's clean stop (a planned restart). The last Run is returned still running, for RSS."""
     times: list[float] = []
     last: Run | None = None
-    for i in range(runs):
-        d = tmp / f"{label}-{i}"
-        d.mkdir()
-        cfg = gateway_config(
-            d,
-            signer=signer,
-            bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": port, "timeout": 0.3, "retries": 0},
-            readers={"card-north": {"type": "serial", "port": str(cards.b), "content": "card"}},
-        )
-        (d / "data").mkdir()
-        if src is not None:
-            shutil.copyfile(src, d / "data" / "whitelist.db")
-            if cold:
-                evict(d / "data" / "whitelist.db")
+    for i in range(runs + after_clean_stop):
+        d = tmp / (label if after_clean_stop else f"{label}-{i}")
+        cfg = d / "gateway.yaml"
+        if not d.exists():
+            d.mkdir()
+            cfg = gateway_config(
+                d,
+                signer=signer,
+                bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": port, "timeout": 0.3, "retries": 0},
+                readers={"card-north": {"type": "serial", "port": str(cards.b), "content": "card"}},
+            )
+            (d / "data").mkdir()
+            if src is not None:
+                shutil.copyfile(src, d / "data" / "whitelist.db")
+        if cold and src is not None:
+            evict(d / "data" / "whitelist.db")
+        (d / "notify.sock").unlink(missing_ok=True)
         notify = Notify(d / "notify.sock")
         run = Run(cfg, notify, extra)
         try:
-            times.append(await run.ready())
+            took = await run.ready()
         except BaseException:
             run.stop()
             notify.close()
             raise
-        if i < runs - 1:
+        if not (after_clean_stop and i == 0):  # the priming start is not timed
+            times.append(took)
+        if i < runs - 1 + after_clean_stop:
             await asyncio.sleep(0.3)
             run.stop()
             notify.close()
-            shutil.rmtree(d, ignore_errors=True)
+            if not after_clean_stop:
+                shutil.rmtree(d, ignore_errors=True)
         else:
             last = run
     assert last is not None
@@ -308,6 +317,14 @@ async def main() -> None:
                 ]
                 print(f"phases of one {how} start ({a.entries} entries), s since spawn:")
                 print("\n".join(f"  {m}" for m in marks))
+        clean, run = await series(
+            "clean", src, a.runs, False, tmp, port, cards, signer, after_clean_stop=True
+        )
+        run.stop()
+        run.notify.close()
+        print(
+            f"start-up to READY=1, {a.entries} entries, warm, after a clean stop, {a.runs} runs: {summary(clean)}"
+        )
         warm, run = await series("warm", src, a.runs, False, tmp, port, cards, signer)
         print(
             f"start-up to READY=1, {a.entries} entries, warm, {a.runs} runs: {summary(warm)} (target <= 1 s)"

@@ -162,6 +162,9 @@ def main() -> int:
     ap.add_argument("--skip", default="", help="comma-separated bench names not to run")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="do not touch docs/performance.md")
+    ap.add_argument(
+        "--table-only", action="store_true", help="rewrite the table from the stored results, run nothing"
+    )
     a = ap.parse_args()
     if a.list:
         for b in BENCHES:
@@ -180,13 +183,14 @@ def main() -> int:
     results: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
     failed = 0
     for b in BENCHES:
-        if (only and b.name not in only) or b.name in skip:
+        if a.table_only or (only and b.name not in only) or b.name in skip:
             continue
         results[b.name] = run(b, a.quick)
         failed += results[b.name]["rc"] != 0
         OUT.mkdir(parents=True, exist_ok=True)
         store.write_text(json.dumps(results, indent=1))
     args = (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only else "")
+    args += " --table-only" if a.table_only else ""
     header = {"args": args, "date": dt.date.today().isoformat(), "machine": machine(), "commit": commit()}
     body = table(results, header)
     if a.no_write:
