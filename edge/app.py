@@ -12,6 +12,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -25,12 +26,13 @@ from drivers.registry import DEVICE_KINDS, READER_TYPES, SECTIONS
 from edge import __version__
 from edge.clock import ClockState
 from edge.config import Config
-from edge.datafiles import open_stores
+from edge.datafiles import mark_clean, open_stores, verify_deferred
 from edge.flow import Flow
 from edge.model import Decision, Event, Method, Presentation
 from edge.outbox import Outbox
 from edge.reject_summary import TICK_S, RejectSummariser
 from edge.runtime import tune_for_latency
+from edge.supervise import declare_fatal
 from edge.supervise import spawn as spawn_supervised
 from edge.trust import build_policy
 
@@ -47,7 +49,8 @@ class Gateway:
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.gateway.timezone)
         self.clock = clock or ClockState(None if cfg.trust.require_clock_sync else True)
-        self.store, self.outbox = open_stores(cfg)
+        self._unchecked: list[Path] = []  # databases whose full check waits until after start
+        self.store, self.outbox = open_stores(cfg, self._unchecked)
         self.policy = build_policy(cfg, self.store)
         self.buses = {bid: ModbusBus(bid, bcfg) for bid, bcfg in cfg.buses.items()}
         self.inputs = InputHub(self.buses)
@@ -149,6 +152,8 @@ class Gateway:
         self._bg.append(spawn_supervised("reject-summaries", self._summarise_rejects))
         self._bg.append(spawn_supervised("outbox-flusher", self.outbox.run_flusher))
         self._bg.append(spawn_supervised("housekeeping", self._housekeeping))
+        if self._unchecked:
+            self._bg.append(asyncio.ensure_future(self._verify_deferred()))
         if self.cfg.mqtt is not None:
             from edge.cloud.link import CloudLink
 
@@ -207,7 +212,17 @@ class Gateway:
             await asyncio.gather(metrics_stop, return_exceptions=True)
         self.outbox.close()
         self.store.close()
+        if not self._unchecked:  # a deferred check still running proved nothing yet: no stamp
+            mark_clean(self.cfg.gateway.data_dir)
         log.info("gateway_stopped")
+
+    async def _verify_deferred(self) -> None:
+        why = await asyncio.to_thread(verify_deferred, list(self._unchecked))
+        if why is not None:
+            declare_fatal("data-check", f"damaged database: {why}")
+            return
+        self._unchecked.clear()
+        log.info("databases_checked", when="after start")
 
     async def _housekeeping(self) -> None:
         while True:

@@ -134,7 +134,51 @@ def _select(path: Path, sql: str) -> list[tuple[object, ...]] | None:
         con.close()
 
 
-def _recover(path: Path) -> tuple[Recovery, Path] | None:
+def _marker(path: Path) -> Path:
+    return Path(f"{path}.clean")
+
+
+def _stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size} {st.st_mtime_ns}\n"
+
+
+def mark_clean(d: Path) -> None:
+    """After a clean stop: stamp the closed whitelist (size, mtime) so that the next start may defer
+    its full check. Best effort: without a stamp the next start simply checks in full."""
+    for name in _STORES[:1]:
+        path = d / name
+        wal = Path(f"{path}-wal")
+        try:
+            if not path.exists() or (wal.exists() and wal.stat().st_size > 0):
+                continue
+            tmp = Path(f"{path}.clean.tmp")
+            tmp.write_text(_stamp(path))
+            os.replace(tmp, _marker(path))
+        except OSError as exc:
+            log.warning("clean_mark_failed", file=str(path), error=str(exc))
+
+
+def _closed_cleanly(path: Path) -> bool:
+    """The stamp of a clean stop matches the file and no WAL holds anything since. The stamp is removed
+    here either way: from now on the daemon writes, and a crash must lead to a full check."""
+    marker = _marker(path)
+    try:
+        stamp = marker.read_text()
+    except OSError:
+        return False
+    try:
+        marker.unlink()
+        wal = Path(f"{path}-wal")
+        return stamp == _stamp(path) and not (wal.exists() and wal.stat().st_size > 0)
+    except OSError:
+        return False
+
+
+def _recover(path: Path, deferred: list[Path] | None = None) -> tuple[Recovery, Path] | None:
+    if deferred is not None and path.name == _STORES[0] and path.exists() and _closed_cleanly(path):
+        deferred.append(path)  # closed cleanly and untouched since: checked in full after READY
+        return None
     why = damage(path)
     if why is None:
         return None
@@ -211,15 +255,28 @@ def _open_outbox(cfg: Config, path: Path, rec: Recovery | None, old: Path | None
     return make()
 
 
-def open_stores(cfg: Config) -> tuple[WhitelistStore, Outbox]:
+def open_stores(cfg: Config, deferred: list[Path] | None = None) -> tuple[WhitelistStore, Outbox]:
     """Open the whitelist and the outbox, recovering from damage (see the module docstring).
-    Raises DataDirError for an unusable data dir; the gate runs in every other case."""
+    Raises DataDirError for an unusable data dir; the gate runs in every other case.
+
+    With ``deferred`` (the daemon), a whitelist stamped by a clean stop (:func:`mark_clean`) and not
+    changed since skips the full read at start, which is most of start-up with a 1M-entry list; its
+    path is added to ``deferred`` for :func:`verify_deferred` after READY. The outbox and use counts
+    are small and always checked first. Any other start (kill -9,
+    power cut, a file changed while stopped) checks in full first, as before."""
     d = cfg.gateway.data_dir
     check_data_dir(d, create=True)
     wl, uses, ob = (d / n for n in _STORES)
     done: list[Recovery] = []
-    wl_rec, uses_rec, ob_rec = _recover(wl), _recover(uses), _recover(ob)
-    store = WhitelistStore(wl)
+    wl_rec, uses_rec, ob_rec = _recover(wl, deferred), _recover(uses, deferred), _recover(ob, deferred)
+    try:
+        store = WhitelistStore(wl)
+    except sqlite3.DatabaseError:  # a deferred check, and the damage is where the open reads
+        if deferred is None or wl not in deferred:
+            raise
+        deferred.remove(wl)
+        wl_rec = _recover(wl)
+        store = WhitelistStore(wl)
     if wl_rec is not None:
         _salvage_whitelist(wl_rec[1], store, wl_rec[0])
         done.append(wl_rec[0])
@@ -233,3 +290,15 @@ def open_stores(cfg: Config) -> tuple[WhitelistStore, Outbox]:
         log.error("database_recovered", file=rec.name, moved_to=rec.moved_to, detail=rec.text())
         outbox.append(Outbox.make_event("gateway", "sensor", rec.name, "alarm", ALARM_REASON, subject=rec.text()))
     return store, outbox
+
+
+def verify_deferred(paths: list[Path]) -> str | None:
+    """The full check the start skipped (run in a thread after READY, on its own connection). Damage
+    found here ends the daemon (the caller declares it fatal): outputs go safe, systemd restarts it, and
+    that start, finding no clean stamp, runs the full check and the recovery above."""
+    for path in paths:
+        why = damage(path)
+        if why is not None:
+            log.error("database_damaged", file=str(path), reason=why, when="after start: restarting to recover")
+            return f"{path.name}: {why}"
+    return None

@@ -330,3 +330,64 @@ async def test_gate_runs_and_grants_tokens_after_every_database_is_damaged(tmp_p
         scanner.stop()
         server.cancel()
         await asyncio.gather(server, return_exceptions=True)
+
+
+async def test_a_clean_stop_defers_the_full_check_and_damage_at_rest_is_still_found(tmp_path: Path) -> None:
+    """Start-up after a clean stop skips the full read (1M entries: most of start-up) and checks after
+    READY; damage that kept size and mtime (bit rot at rest) ends that run, and the next start recovers."""
+    port = free_port()
+    board = RelayBoardSim(device_ids=[1])
+    server = asyncio.create_task(board.serve_tcp("127.0.0.1", port))
+    scanner = PtyPair(tmp_path, "qr").start()
+    cfg = gateway_config(
+        tmp_path,
+        signer=Signer(),
+        bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": port, "timeout": 0.3, "retries": 0},
+        readers={"qr-north": {"type": "serial", "port": str(scanner.b), "content": "qr"}},
+    )
+    data = tmp_path / "data"
+    fill_outbox(data, 10)
+    wl = tmp_path / "wl.ndjson"
+    wl.write_text("".join(json.dumps({"kind": "card", "value": f"{i:08X}", "subject": f"resident:{i}",
+                                      "zones": ["north-gate"]}) + "\n" for i in range(20000)))  # fmt: skip
+    assert edge("whitelist", "import", "-c", str(cfg), str(wl)).returncode == 0
+    try:
+        gw = Daemon(cfg)
+        try:
+            await gw.wait_for("gateway_started")  # no stamp yet: it checked in full before READY
+            assert not gw.seen("databases_checked")
+            gw.proc.terminate()
+            assert gw.proc.wait(15) == 0
+        finally:
+            gw.finish()
+        assert (data / "whitelist.db.clean").exists() and not (data / "outbox.db.clean").exists()
+        gw = Daemon(cfg)  # clean and untouched: deferred, then checked after start
+        try:
+            await gw.wait_for("databases_checked", when="after start")
+            assert not (data / "whitelist.db.clean").exists()  # from now on the daemon writes
+            gw.proc.terminate()
+            assert gw.proc.wait(15) == 0
+        finally:
+            gw.finish()
+        ob = data / "whitelist.db"
+        st = ob.stat()
+        overwrite(ob, (st.st_size // 4096 // 2) * 4096, os.urandom(4096))
+        os.utime(ob, ns=(st.st_atime_ns, st.st_mtime_ns))  # rot at rest: same size, same mtime
+        gw = Daemon(cfg)
+        try:
+            await gw.wait_for("database_damaged", when="after start: restarting to recover")
+            assert gw.proc.wait(15) == 1  # fatal: systemd restarts it
+        finally:
+            gw.finish()
+        assert not list(data.glob("*.clean"))  # that run proved nothing: no stamp
+        gw = Daemon(cfg)
+        try:
+            await gw.wait_for("database_recovered", file="whitelist.db")  # the full check ran before READY
+            gw.proc.terminate()
+            assert gw.proc.wait(15) == 0
+        finally:
+            gw.finish()
+    finally:
+        scanner.stop()
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
