@@ -135,9 +135,9 @@ def table(results: dict[str, Any], header: dict[str, str]) -> str:
             rows.append(f"| {b.name} | {f.name} | {value} | {f.target} | {verdict(r, res['quick'])} | "
                         f"{res['when']}{mode} ({res['load1']}) |")  # fmt: skip
     rows.append("")
-    rows.append(
-        "Quick runs use smaller sizes (bench/figures.py): their figures are not the targets' figures."
-    )
+    rows.append("Quick runs use smaller sizes, so their figures are not the targets' figures. Commands run:")
+    rows.append("")
+    rows.extend(f"* {b.name}: `{results[b.name]['command']}`" for b in BENCHES if b.name in results)
     return "\n".join(rows)
 
 
