@@ -80,8 +80,8 @@ def optional(obj: Any, path: str, kind: type | tuple[type, ...]) -> Any:
 
 def confidence(value: Any, path: str) -> int:
     """A 0..100 confidence from a number or a string of digits (XML has nothing else)."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():  # not '²'
+        value = int(value.strip()[:6])  # a 5000-digit string is out of range, not an int() error
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadPush(400, f"{path}: wrong type {type(value).__name__}")
     if not 0 <= value <= 100:

@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from drivers.lpr_push import BadPush, PlateRead, camera_id, confidence, need, optional, plate_text
+from edge.limits import UNIX_S_MAX
 
 VENDOR = "vzenith"
 
@@ -47,6 +48,8 @@ def parse(body: bytes) -> PlateRead:
         raise BadPush(400, base + "plateid: wrong type")
     offline = _flag(res.get("isoffline", info.get("isoffline", 0)), base + "isoffline")
     sec = optional(res, "timeStamp.Timeval.sec", int)
+    if sec is not None and not 0 <= sec <= UNIX_S_MAX:  # float() of a huge int overflows
+        raise BadPush(400, base + "timeStamp.Timeval.sec: out of range")
     color = optional(res, "colorType", int)
     return PlateRead(VENDOR, serial, plate, conf, str(plateid), offline,
                      None if sec is None else float(sec), None, None if color is None else str(color))  # fmt: skip
@@ -56,7 +59,8 @@ def answer(read: PlateRead | None, granted: bool) -> dict[str, Any]:
     """The camera's answer; ``plateid`` echoes the read's (a number when the camera sent one)."""
     out: dict[str, Any] = {"info": "ok" if granted else "no"}
     if read is not None and read.record is not None:
-        out["plateid"] = int(read.record) if read.record.isdigit() else read.record
+        numeric = read.record.isascii() and read.record.isdigit()  # '²' is a digit, not an int
+        out["plateid"] = int(read.record) if numeric else read.record
     return {"Response_AlarmInfoPlate": out}
 
 

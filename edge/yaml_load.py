@@ -119,7 +119,7 @@ class _Builder:
     def value(self, node: yaml.Node, path: Loc) -> Any:
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode):
-            return self.loader.construct_object(node)  # int, bool, date...: the safe constructor's rules
+            return self.scalar(node, path)
         expected = _MAP if isinstance(node, yaml.MappingNode) else _SEQ
         if node.tag != expected:
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
@@ -132,6 +132,17 @@ class _Builder:
             return out
         return self.mapping(node, path)
 
+    def scalar(self, node: yaml.ScalarNode, path: Loc) -> Any:
+        """int, bool, date...: the safe constructor's rules. Its own errors are not YAMLErrors: a
+        2026-13-45 "date", an int of more than 4300 digits, a `!!set` where a scalar is."""
+        try:
+            value = self.loader.construct_object(node)
+            hash(value)  # a key must be hashable; a plain scalar always is
+        except (ValueError, OverflowError, TypeError) as exc:
+            msg = f"cannot read this value: {str(exc)[:80]}"
+            raise YamlProblem([(_at(node.start_mark), path, msg)]) from None
+        return value
+
     def mapping(self, node: yaml.MappingNode, path: Loc) -> dict[Any, Any]:
         own: dict[Any, Any] = {}
         first: dict[Any, int] = {}
@@ -141,7 +152,7 @@ class _Builder:
             line = k.start_mark.line + 1
             if not isinstance(k, yaml.ScalarNode):
                 raise YamlProblem([(line, path, "a key must be a plain value, not a list or mapping")])
-            key = "<<" if k.tag == _MERGE else "=" if k.tag == _VALUE else self.loader.construct_object(k)
+            key = "<<" if k.tag == _MERGE else "=" if k.tag == _VALUE else self.scalar(k, path)
             if key in first:
                 if id(k) not in self._reported:
                     self._reported.add(id(k))

@@ -163,8 +163,22 @@ def test_any_text_as_config(families: dict[str, Any], text: str) -> None:
     assert not reason.startswith("UNLOCATED"), reason
 
 
-# --- what fuzzing found (fixed in drivers/lpr_*.py) ---------------------------------------------
+# --- what fuzzing found (fixed in drivers/lpr_*.py, edge/yaml_load.py) ----------------------------
 
+
+def _hik_conf(conf: str) -> bytes:
+    from tests.support.lpr_pushes import hik_xml
+
+    return hik_xml("44:19:b6:6d:24:85", "京A12345", conf=conf)
+
+
+def _vz(sec: int) -> dict[str, Any]:
+    from tests.support.lpr_pushes import vzenith
+
+    return vzenith("a1b2c3d4", "京A12345", sec=sec)
+
+
+_VZ_SEC = _vz(10**400)
 FOUND = [
     ("push", "application/json", b'{"AlarmInfoPlate": ' + b"[" * 50_000),  # RecursionError
     (
@@ -184,12 +198,29 @@ FOUND = [
         "application/xml",
         b'<?xml version="1.0" encoding="utf-16"?><EventNotificationAlert/>',
     ),  # ValueError
+    # the long run: float() of a huge Timeval.sec, int() of a 5000-digit confidence string
+    ("push", "application/json", json.dumps(_VZ_SEC).encode()),
+    ("push", "application/xml", _hik_conf("9" * 5000)),
+    ("push", "application/xml", _hik_conf("²")),  # str.isdigit() says yes, int() says no
 ]
 
 
 @pytest.mark.parametrize("inp", FOUND, ids=[f"found-{i}" for i in range(len(FOUND))])
 def test_pushes_that_once_crashed_are_a_400(families: dict[str, Any], inp: tuple[str, str, bytes]) -> None:
     assert run(fam(families, "plates"), inp) == ("rejected", "http 400")
+
+
+YAML_FOUND = {  # fixed in edge/yaml_load.py: the safe constructor's own errors are not YAMLErrors
+    "int-of-5000-digits": "gateway:\n  site: " + "9" * 5000 + "\n",
+    "set-as-a-key": "gateway:\n  ? !!set x\n  : 1\n",
+    "impossible-date": "gateway:\n  site: 2026-13-45\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(YAML_FOUND))
+def test_config_values_that_once_crashed_are_a_config_error(families: dict[str, Any], name: str) -> None:
+    outcome, reason = run(fam(families, "config"), ("text", YAML_FOUND[name].encode()))
+    assert outcome == "rejected" and reason == "cannot read this value", reason
 
 
 # --- found in edge/config.py by the fuzzer, fixed there: kept as regressions ---
