@@ -65,6 +65,7 @@ def run_chunk(task: tuple[str, int, int, int]) -> dict[str, Any]:
     fam = family(name)
     counts: collections.Counter[str] = collections.Counter()
     reasons: collections.Counter[str] = collections.Counter()
+    kinds: collections.Counter[str] = collections.Counter()
     crashes: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for i in range(start, start + count):
@@ -73,13 +74,24 @@ def run_chunk(task: tuple[str, int, int, int]) -> dict[str, Any]:
             outcome, reason = fam.run(inp)
         except Crash as exc:
             counts["crashes"] += 1
-            if len(crashes) < KEEP_CRASHES:
-                crashes.append({"index": i, "what": str(exc), "input": repr(inp)[:20000], "trace": exc.trace})
+            sig = signature(exc)
+            kinds[sig] += 1
+            if kinds[sig] == 1 and len(crashes) < 4 * KEEP_CRASHES:  # one reproducer per kind
+                crashes.append({"index": i, "what": str(exc), "sig": sig, "input": repr(inp)[:20000],
+                                "trace": exc.trace})  # fmt: skip
             continue
         counts[outcome] += 1
         reasons[reason[:48]] += 1
-    return {"name": name, "inputs": count, "counts": counts, "reasons": reasons, "crashes": crashes,
+    return {"name": name, "inputs": count, "counts": counts, "reasons": reasons, "crashes": crashes, "kinds": kinds,
             "seconds": time.perf_counter() - t0}  # fmt: skip
+
+
+def signature(exc: Any) -> str:
+    """Exception type and the innermost product frame: one line per distinct crash."""
+    frames = [ln.strip() for ln in exc.trace.splitlines() if ln.strip().startswith('File "')]
+    ours = [f for f in frames if "/site-packages/" not in f and "/lib/python3" not in f]
+    where = (ours or frames or ["?"])[-1].replace(str(ROOT) + "/", "")
+    return f"{str(exc).split(':')[0]} at {where}"[:200]
 
 
 def tasks(names: list[str], n: int, seed: int, chunks: int) -> list[tuple[str, int, int, int]]:
@@ -102,14 +114,18 @@ def report(results: list[dict[str, Any]], names: list[str], crash_file: Path, wa
         inputs = sum(r["inputs"] for r in rs)
         c: collections.Counter[str] = sum((r["counts"] for r in rs), collections.Counter())
         why: collections.Counter[str] = sum((r["reasons"] for r in rs), collections.Counter())
-        crashes = [x for r in rs for x in r["crashes"]][:KEEP_CRASHES]
+        kinds: collections.Counter[str] = sum((r["kinds"] for r in rs), collections.Counter())
+        seen: set[str] = set()
+        crashes = [x for r in rs for x in r["crashes"] if not (x["sig"] in seen or seen.add(x["sig"]))]
         total_inputs += inputs
         total_crashes += c["crashes"]
         top = ", ".join(f"{k} {v}" for k, v in why.most_common(6))
         print(
             f"{name:<8} {inputs:>9} {c['rejected']:>9} {c['accepted']:>9} {c['other']:>7} {c['crashes']:>7}  {top}"
         )
-        for x in crashes:
+        for sig, k in kinds.most_common():
+            print(f"{'':<8} crash x{k}: {sig}")
+        for x in crashes[:KEEP_CRASHES]:
             lines.append(f"=== {name} input {x['index']} (seed {args.seed}): {x['what']}\n"
                          f"replay: scripts/fuzz.py --seed {args.seed} --replay {name}:{x['index']}\n"
                          f"input: {x['input']}\n{x['trace']}\n")  # fmt: skip
@@ -139,6 +155,8 @@ def replay(spec: str, seed: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200_000, help="inputs per family (default 200000: 1M in all)")
+    ap.add_argument("--n-for", action="append", default=[], metavar="FAMILY=N",
+                    help="inputs for one family instead of --n (repeatable): config is ~50x slower")  # fmt: skip
     ap.add_argument("--only", action="append", choices=FAMILIES, help="fuzz only this family (repeatable)")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     ap.add_argument("--seed", type=int, default=1, help="run seed: input i of a family is fixed by it")
@@ -159,7 +177,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: Any, names: list[str]) -> int:
-    todo = tasks(names, args.n, args.seed, max(1, args.jobs) * 4)
+    per = {name: args.n for name in names}
+    for spec in args.n_for:
+        name, _, n = spec.partition("=")
+        if name not in per or not n.isdigit():
+            raise SystemExit(f"--n-for {spec!r}: FAMILY=N with FAMILY one of {', '.join(names)}")
+        per[name] = int(n)
+    todo = [t for name in names for t in tasks([name], per[name], args.seed, max(1, args.jobs) * 4)]
+    todo.sort(key=lambda t: t[0] != "config")
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
     if args.jobs > 1:
