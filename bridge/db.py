@@ -27,6 +27,9 @@ def connect(cfg: DbConfig, *, database: bool = True) -> pymysql.connections.Conn
         charset="utf8mb4",
         autocommit=False,
         connect_timeout=5,
+        # each statement sees the latest commits: a poller that waited for another instance's
+        # lock must diff against what that instance stored, not against its own older snapshot
+        init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
     )
 
 

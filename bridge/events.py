@@ -95,8 +95,11 @@ def write_batch(con: Any, cfg: BridgeConfig, items: list[tuple[str, dict[str, An
             "INSERT IGNORE INTO bridge_event (event_id, gateway, ts, batch, written_at) VALUES (%s, %s, %s, %s, %s)",
             [(i, gw, _ts(e), batch, now) for i, (gw, e) in sorted(by_id.items())],  # one lock order
         )
-        cur.execute("SELECT event_id FROM bridge_event WHERE batch = %s", (batch,))
-        fresh = [by_id[i] for (i,) in cur.fetchall()]
+        if cur.rowcount == len(by_id):  # the usual case: all new, no need to read them back
+            fresh = list(by_id.values())
+        else:
+            cur.execute("SELECT event_id FROM bridge_event WHERE batch = %s", (batch,))
+            fresh = [by_id[i] for (i,) in cur.fetchall()]
         door_rows: dict[str, list[tuple[Any, ...]]] = {"entrance": [], "elevator": []}
         park_rows: list[tuple[Any, ...]] = []
         for gw, e in sorted(fresh, key=lambda x: (_ts(x[1]), x[1]["id"])):

@@ -174,32 +174,56 @@ def diff(old: dict[str, Entry], new: dict[str, Entry]) -> list[dict[str, Any]]:
 
 def _locked_state(cur: Any, gateway: str) -> tuple[int, dict[str, Entry], str]:
     cur.execute(
-        "INSERT IGNORE INTO bridge_whitelist (gateway, version, entries, updated_at) VALUES (%s, 0, '{}', %s)",
+        "INSERT IGNORE INTO bridge_whitelist (gateway, version, updated_at) VALUES (%s, 0, %s)",
         (gateway, now_ms()),
     )
-    cur.execute(
-        "SELECT version, entries, fingerprint FROM bridge_whitelist WHERE gateway = %s FOR UPDATE", (gateway,)
-    )
-    version, entries, fp = cur.fetchone()
-    return int(version), json.loads(entries), str(fp)
+    cur.execute("SELECT version, fingerprint FROM bridge_whitelist WHERE gateway = %s FOR UPDATE", (gateway,))
+    version, fp = cur.fetchone()
+    cur.execute("SELECT k, body FROM bridge_whitelist_entry WHERE gateway = %s", (gateway,))
+    return int(version), {str(k): json.loads(b) for k, b in cur.fetchall()}, str(fp)
 
 
-def _store(cur: Any, gateway: str, version: int, entries: dict[str, Entry], fp: str) -> None:
+def _store(
+    cur: Any, gateway: str, version: int, old: dict[str, Entry], new: dict[str, Entry], fp: str
+) -> None:
+    """Write only what changed (one row per entry: a 100,000-entry list is no single huge value)."""
+    gone = sorted(old.keys() - new.keys())
+    for n in range(0, len(gone), 1000):
+        cur.execute(
+            "DELETE FROM bridge_whitelist_entry WHERE gateway = %s AND k IN %s", (gateway, gone[n : n + 1000])
+        )
+    changed = [
+        (gateway, k, json.dumps(e, ensure_ascii=False, separators=(",", ":")))
+        for k, e in new.items()
+        if old.get(k) != e
+    ]
+    for n in range(0, len(changed), 5000):
+        cur.executemany(
+            "INSERT INTO bridge_whitelist_entry (gateway, k, body) VALUES (%s, %s, %s)"
+            " ON DUPLICATE KEY UPDATE body = VALUES(body)",
+            changed[n : n + 5000],
+        )
     cur.execute(
-        "UPDATE bridge_whitelist SET version = %s, entries = %s, fingerprint = %s, updated_at = %s WHERE gateway = %s",
-        (version, json.dumps(entries, ensure_ascii=False, separators=(",", ":")), fp, now_ms(), gateway),
+        "UPDATE bridge_whitelist SET version = %s, fingerprint = %s, updated_at = %s WHERE gateway = %s",
+        (version, fp, now_ms(), gateway),
     )
 
 
 def current(con: Any, cfg: BridgeConfig, gateway: str, now_s: int) -> tuple[int, list[Entry]]:
-    """For ``R/sync/request``: the current list and its version (bumped if ejyy moved on)."""
+    """For ``R/sync/request``: the current list and its version (bumped if ejyy moved on).
+
+    With an unchanged fingerprint the stored list is served as is (a fleet reconnecting at once
+    must not rebuild every list); expiries are caught by the poller's periodic full diff.
+    """
     with transaction(con) as cur:
-        version, old, _fp = _locked_state(cur, gateway)
+        version, old, last_fp = _locked_state(cur, gateway)
         fp = fingerprint(cur, cfg, gateway)
+        if version > 0 and fp == last_fp:
+            return version, list(old.values())  # nothing moved since the last build: no rebuild
         new = build_entries(cur, cfg, gateway, now_s)
         if new != old or version == 0:
             version += 1
-        _store(cur, gateway, version, new, fp)
+        _store(cur, gateway, version, old, new, fp)
     return version, list(new.values())
 
 
@@ -217,9 +241,9 @@ def poll_delta(con: Any, cfg: BridgeConfig, gateway: str, now_s: int, full: bool
         new = build_entries(cur, cfg, gateway, now_s)
         ops = diff(old, new)
         if not ops:
-            _store(cur, gateway, version, old, fp)
+            _store(cur, gateway, version, old, old, fp)
             return None
-        _store(cur, gateway, version + 1, new, fp)
+        _store(cur, gateway, version + 1, old, new, fp)
     return {"type": "delta", "from": version, "to": version + 1, "ops": ops}
 
 

@@ -13,16 +13,22 @@ CREATE TABLE IF NOT EXISTS `bridge_event` (
   KEY `batch` (`batch`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
--- The whitelist each gateway was last sent: its version and entries (JSON object key -> Entry).
+-- The whitelist each gateway was last sent: its version here, its entries one row each below.
 -- Deltas are diffs against it, so deletes and status flips in ejyy show up as `del` ops.
 CREATE TABLE IF NOT EXISTS `bridge_whitelist` (
   `gateway` varchar(96) NOT NULL,
   `version` bigint(20) NOT NULL,
-  `entries` longtext NOT NULL,
   `fingerprint` varchar(255) NOT NULL DEFAULT '',
   `updated_at` bigint(13) NOT NULL,
   PRIMARY KEY (`gateway`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS `bridge_whitelist_entry` (
+  `gateway` varchar(96) NOT NULL,
+  `k` varchar(64) NOT NULL,
+  `body` text NOT NULL,
+  PRIMARY KEY (`gateway`, `k`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- Physical IC/NFC card UIDs: ejyy keeps none (its "cards" carry its AES code), so a card issued
 -- to a resident is registered here against the ejyy user and house it opens for.
