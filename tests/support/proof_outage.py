@@ -28,7 +28,7 @@ class OutageReport:
     decided_while_down: int
     delivered: int  # distinct ids of our codes at the cloud
     missing: list[str]
-    grants: int  # of those delivered, grants (the rest: follow-ups such as device_unavailable)
+    grants: int  # of those delivered, grants (the rest: denials, failed-actuation follow-ups)
     order_violations: int  # grants, in first-arrival order, whose code number is below the one before
     ts_violations: int  # first arrivals whose ts is below the one before
     duplicate_ids: int
@@ -41,7 +41,7 @@ class OutageReport:
             f"presentations written         {self.written}",
             f"events decided                {self.decided}  ({self.decided_while_down} while the broker was down)",
             f"delivered to the cloud        {self.delivered}  in {self.messages} messages"
-            f" ({self.grants} grants, {self.delivered - self.grants} follow-ups such as device_unavailable)",
+            f" ({self.grants} grants, {self.delivered - self.grants} other: e.g. device_unavailable)",
             f"missing at the cloud          {len(self.missing)}  {self.missing[:5]}",
             f"order violations (code order) {self.order_violations}",
             f"order violations (ts)         {self.ts_violations}",
