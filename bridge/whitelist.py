@@ -173,12 +173,17 @@ def diff(old: dict[str, Entry], new: dict[str, Entry]) -> list[dict[str, Any]]:
 
 
 def _locked_state(cur: Any, gateway: str) -> tuple[int, dict[str, Entry], str]:
-    cur.execute(
-        "INSERT IGNORE INTO bridge_whitelist (gateway, version, updated_at) VALUES (%s, 0, %s)",
-        (gateway, now_ms()),
-    )
-    cur.execute("SELECT version, fingerprint FROM bridge_whitelist WHERE gateway = %s FOR UPDATE", (gateway,))
-    version, fp = cur.fetchone()
+    lock = "SELECT version, fingerprint FROM bridge_whitelist WHERE gateway = %s FOR UPDATE"
+    cur.execute(lock, (gateway,))
+    row = cur.fetchone()
+    if row is None:  # first time only: INSERT before the locking read would deadlock two instances
+        cur.execute(
+            "INSERT IGNORE INTO bridge_whitelist (gateway, version, updated_at) VALUES (%s, 0, %s)",
+            (gateway, now_ms()),
+        )
+        cur.execute(lock, (gateway,))
+        row = cur.fetchone()
+    version, fp = row
     cur.execute("SELECT k, body FROM bridge_whitelist_entry WHERE gateway = %s", (gateway,))
     return int(version), {str(k): json.loads(b) for k, b in cur.fetchall()}, str(fp)
 

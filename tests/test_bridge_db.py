@@ -161,7 +161,10 @@ def test_two_pollers_publish_one_delta(env, srv) -> None:  # type: ignore[no-unt
     other = connect(cfg.db)
 
     def poll(c: Any) -> None:
-        results.append(whitelist.poll_delta(c, cfg, "gw-test", int(time.time()), full=True))
+        try:
+            results.append(whitelist.poll_delta(c, cfg, "gw-test", int(time.time()), full=True))
+        except Exception as exc:  # a deadlock here would be a bug: the test must see it
+            results.append(exc)
 
     ts = [threading.Thread(target=poll, args=(c,)) for c in (con, other)]
     for t in ts:
@@ -169,6 +172,7 @@ def test_two_pollers_publish_one_delta(env, srv) -> None:  # type: ignore[no-unt
     for t in ts:
         t.join()
     other.close()
+    assert not [r for r in results if isinstance(r, Exception)], results
     assert sum(r is not None for r in results) == 1
 
 
