@@ -134,10 +134,12 @@ class _Builder:
 
     def scalar(self, node: yaml.ScalarNode, path: Loc) -> Any:
         """int, bool, date...: the safe constructor's rules. Its own errors are not YAMLErrors: a
-        2026-13-45 "date", an int of more than 4300 digits, a `!!set` where a scalar is."""
+        2026-13-45 "date", an int of more than 4300 digits, a `!!set` where a scalar is, a lone surrogate."""
         try:
             value = self.loader.construct_object(node)
             hash(value)  # a key must be hashable; a plain scalar always is
+            if isinstance(value, str) and not value.isascii():
+                value.encode("utf-8")  # a "\ud800" escape: no path, row or log line can hold it
         except (ValueError, OverflowError, TypeError) as exc:
             msg = f"cannot read this value: {str(exc)[:80]}"
             raise YamlProblem([(_at(node.start_mark), path, msg)]) from None

@@ -210,10 +210,12 @@ def test_pushes_that_once_crashed_are_a_400(families: dict[str, Any], inp: tuple
     assert run(fam(families, "plates"), inp) == ("rejected", "http 400")
 
 
+_NFC = (ft.ROOT / "config" / "example-nfc.yaml").read_text(encoding="utf-8")
 YAML_FOUND = {  # fixed in edge/yaml_load.py: the safe constructor's own errors are not YAMLErrors
     "int-of-5000-digits": "gateway:\n  site: " + "9" * 5000 + "\n",
     "set-as-a-key": "gateway:\n  ? !!set x\n  : 1\n",
     "impossible-date": "gateway:\n  site: 2026-13-45\n",
+    "lone-surrogate-in-a-path": _NFC.replace("data_dir: /var/lib/gate-edge", 'data_dir: "\\ud800"'),
 }
 
 
@@ -225,7 +227,6 @@ def test_config_values_that_once_crashed_are_a_config_error(families: dict[str, 
 
 # --- found in edge/config.py by the fuzzer, fixed there: kept as regressions ---
 
-_NFC = (ft.ROOT / "config" / "example-nfc.yaml").read_text(encoding="utf-8")
 CONFIG_CRASHES = {
     # ZoneInfo raises IsADirectoryError / OSError(ENAMETOOLONG); the validator catches only
     # ZoneInfoNotFoundError and ValueError, so `edge check-config` prints a traceback
