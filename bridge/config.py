@@ -51,6 +51,9 @@ class GatewayConfig(_Strict):
     site: str | None = None  # default: the bridge's site
     community_id: int
     devices: dict[str, DeviceConfig]
+    # Entries that admit e家宜业's old AES codes (edge/legacy_ejyy.py): only for a community that opted
+    # in (trust.legacy_ejyy on its gateways) while it migrates; those codes are forgeable by key holders.
+    legacy_codes: bool = False
 
 
 class CodesConfig(_Strict):

@@ -100,6 +100,8 @@ def build_entries(cur: Any, cfg: BridgeConfig, gateway: str, now_s: int) -> dict
             if floors:
                 e["floors"] = floors
             out[f"card:{e['value']}"] = e
+    if g.legacy_codes:
+        _legacy_entries(cur, g, res, now_s, cfg.visitor_grace_s, out)
     if park_zones:
         cur.execute(
             "SELECT id, car_number, created_at, expire FROM ejyy_vistor"
@@ -138,6 +140,38 @@ def build_entries(cur: Any, cfg: BridgeConfig, gateway: str, now_s: int) -> dict
                     "zones": park_zones, "from": None, "until": None, "blocked": True,
                 }  # fmt: skip
     return out
+
+
+def _legacy_entries(
+    cur: Any, g: GatewayConfig, res: dict[int, Resident], now_s: int, grace_s: int, out: dict[str, Entry]
+) -> None:
+    """One entry per resident building binding and per visitor booking, keyed as the gateway's legacy
+    verifier looks a decrypted ejyy code up (``whitelist_value``): the code grants only while the row
+    that would have made ejyy accept it exists, and only at that building's devices."""
+    from edge.legacy_ejyy import RESIDENT, VISITOR, whitelist_value
+
+    for r in res.values():
+        for b in sorted(r.buildings):
+            zones = _zones_for(g, ("entrance", "elevator"), {b})
+            if zones:
+                e: Entry = {"kind": "card", "value": whitelist_value(RESIDENT, r.user_id, b),
+                            "subject": f"resident:{r.user_id}", "zones": zones, "from": None,
+                            "until": None, "blocked": False}  # fmt: skip
+                floors = _floors_for(g, {b})
+                if floors:
+                    e["floors"] = floors
+                out[f"card:{e['value']}"] = e
+    cur.execute(
+        "SELECT id, building_id, created_at, expire FROM ejyy_vistor WHERE community_id = %s AND expire > %s",
+        (g.community_id, (now_s - grace_s) * 1000),
+    )
+    for vid, b, created, expire in cur.fetchall():
+        zones = _zones_for(g, ("entrance", "elevator"), {int(b)})
+        if zones:
+            value = whitelist_value(VISITOR, int(vid), int(b))
+            out[f"card:{value}"] = {"kind": "card", "value": value, "subject": f"visitor:{int(vid)}",
+                                    "zones": zones, "from": int(created) // 1000,
+                                    "until": int(expire) // 1000, "blocked": False}  # fmt: skip
 
 
 def fingerprint(cur: Any, cfg: BridgeConfig, gateway: str) -> str:

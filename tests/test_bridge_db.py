@@ -122,6 +122,29 @@ def test_rows_map_to_entries(env) -> None:  # type: ignore[no-untyped-def]
     assert got["plate:沪C66666"]["blocked"] is True
 
 
+def test_legacy_code_entries_only_for_a_community_that_opted_in(env) -> None:  # type: ignore[no-untyped-def]
+    """The entries the gateway's legacy verifier (edge/legacy_ejyy.py) looks a decrypted ejyy code up by:
+    one per resident building binding and per current visitor, none unless `legacy_codes` is set."""
+    from edge.legacy_ejyy import RESIDENT, VISITOR, whitelist_value
+
+    cfg, e, con, _ = env
+    ids = seed(e)
+    now = int(time.time())
+    with con.cursor() as cur:
+        assert not [k for k in whitelist.build_entries(cur, cfg, "gw-test", now) if len(k) > 30]
+        cfg.gateways["gw-test"].legacy_codes = True
+        got = whitelist.build_entries(cur, cfg, "gw-test", now)
+    legacy = {k: v for k, v in got.items() if len(v["value"]) == 41}
+    alice = got[f"card:{whitelist_value(RESIDENT, ids['alice'], ids['home'])}"]
+    assert alice["subject"] == f"resident:{ids['alice']}" and alice["zones"] == ["bldg-3", "north-gate"]
+    assert alice["floors"] == [3]
+    bob = got[f"card:{whitelist_value(RESIDENT, ids['bob'], 4)}"]
+    assert bob["zones"] == ["north-gate"]  # the lift serves building 3 only
+    guest = got[f"card:{whitelist_value(VISITOR, ids['guest'], ids['home'])}"]
+    assert guest["subject"] == f"visitor:{ids['guest']}" and guest["until"] > now
+    assert len(legacy) == 3  # no frozen user, no expired visitor
+
+
 def test_snapshot_then_deltas_follow_ejyy(env) -> None:  # type: ignore[no-untyped-def]
     cfg, e, con, _ = env
     ids = seed(e)
