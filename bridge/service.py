@@ -34,6 +34,7 @@ from bridge import commands, status, whitelist
 from bridge.config import BridgeConfig
 from bridge.db import connect, is_retryable, now_ms, transaction
 from bridge.events import write_batch
+from edge.cloud.sync import snapshot_parts
 
 log = logging.getLogger("bridge")
 SHARED = ("events", "sync/request", "cmd/result")
@@ -196,7 +197,7 @@ class Bridge:
     def _snapshot(self, con: Any, gw: str, have: object) -> None:
         version, entries = whitelist.current(con, self.cfg, gw, int(time.time()))
         if have != version:
-            parts = whitelist.snapshot_parts(entries, version, uuid.uuid4().hex, self.cfg.snapshot_part)
+            parts = snapshot_parts(entries, version, uuid.uuid4().hex, self.cfg.snapshot_part)
             for p in parts:
                 self.publish(gw, "whitelist", p)
             log.info("snapshot v%d to %s: %d entries in %d parts", version, gw, len(entries), len(parts))

@@ -286,16 +286,3 @@ def poll_delta(con: Any, cfg: BridgeConfig, gateway: str, now_s: int, full: bool
     return {"type": "delta", "from": version, "to": version + 1, "ops": ops}
 
 
-def snapshot_parts(entries: list[Entry], version: int, snap_id: str, part_size: int) -> list[dict[str, Any]]:
-    chunks = [entries[i : i + part_size] for i in range(0, len(entries), part_size)] or [[]]
-    return [
-        {
-            "type": "snapshot",
-            "id": snap_id,
-            "version": version,
-            "part": i + 1,
-            "parts": len(chunks),
-            "entries": c,
-        }
-        for i, c in enumerate(chunks)
-    ]

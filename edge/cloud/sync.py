@@ -28,6 +28,18 @@ class InvalidMessage(ValueError):
     """A message that is not a well-formed Delta or Snapshot part (the text says why)."""
 
 
+def snapshot_parts(
+    entries: list[dict[str, Any]], version: int, snap_id: str, part_size: int
+) -> list[dict[str, Any]]:
+    """The cloud's side of a Snapshot (mqtt.md): ``entries`` split into numbered parts of one id. Here,
+    beside its parser, for every cloud that sends one (the simulator, the ejyy bridge)."""
+    chunks = [entries[i : i + part_size] for i in range(0, len(entries), part_size)] or [[]]
+    return [
+        {"type": "snapshot", "id": snap_id, "version": version, "part": i + 1, "parts": len(chunks), "entries": c}
+        for i, c in enumerate(chunks)
+    ]
+
+
 def parse_whitelist(payload: bytes) -> dict[str, Any]:
     """Shape and range checks of the top level; entries/ops are validated by the store's codec.
     Versions and part numbers are SQLite INTEGERs: beyond 64 bits they are refused here, by name."""

@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge.cloud.sync import snapshot_parts
 from edge.ids import new_event_id
 from edge.tokens import mint_token
 
@@ -169,19 +170,7 @@ class CloudClient:
         snap_id: str | None = None,
         part_size: int = SNAPSHOT_PART,
     ) -> list[dict[str, Any]]:
-        snap_id = snap_id or new_event_id()
-        chunks = [entries[i : i + part_size] for i in range(0, len(entries), part_size)] or [[]]
-        return [
-            {
-                "type": "snapshot",
-                "id": snap_id,
-                "version": version,
-                "part": i + 1,
-                "parts": len(chunks),
-                "entries": c,
-            }
-            for i, c in enumerate(chunks)
-        ]
+        return snapshot_parts(entries, version, snap_id or new_event_id(), part_size)
 
     def send_snapshot(
         self,
