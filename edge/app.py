@@ -113,13 +113,13 @@ class Gateway:
         self._device_state[rid] = (False, "not started")
         reader.on_status(self._device_changed)
 
-    def release_device(self, dev_id: str) -> None:
-        """Forget a device's input watches and state (it was stopped for a rebuild or removed)."""
-        scope = self._scopes.pop(dev_id, None)
+    def release(self, thing_id: str) -> None:
+        """Forget a device's or reader's input watches and status (stopped for a rebuild or removed)."""
+        scope = self._scopes.pop(thing_id, None)
         if scope is not None:
             scope.release()
-        self._device_state.pop(dev_id, None)
-        self._offline.discard(dev_id)
+        self._device_state.pop(thing_id, None)
+        self._offline.discard(thing_id)
 
     def index_units(self) -> None:
         """(bus, unit) -> devices on it, for the bus's online/offline reports."""
@@ -198,11 +198,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await service.stop()
         for dev_id, device in self.devices.items():
-            try:
-                async with asyncio.timeout(device.actuation_timeout_s()):  # a wedged bus must not hang exit
-                    await device.stop()
-            except Exception as exc:  # an output may stay as the board left it: say so loudly
-                log.error("device_stop_failed", device=dev_id, error=str(exc) or type(exc).__name__)
+            await self.stop_device(dev_id, device)
         for bus in self.buses.values():
             with contextlib.suppress(Exception):
                 await bus.stop()
@@ -223,6 +219,15 @@ class Gateway:
             return
         self._unchecked.clear()
         log.info("databases_checked", when="after start")
+
+    @staticmethod
+    async def stop_device(dev_id: str, device: Device) -> None:
+        """One device to its safe state, bounded (a wedged bus must not hang exit or a reload)."""
+        try:
+            async with asyncio.timeout(device.actuation_timeout_s()):
+                await device.stop()
+        except Exception as exc:  # an output may stay as the board left it: say so loudly
+            log.error("device_stop_failed", device=dev_id, error=str(exc) or type(exc).__name__)
 
     async def _housekeeping(self) -> None:
         while True:

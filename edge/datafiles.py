@@ -143,20 +143,22 @@ def _stamp(path: Path) -> str:
     return f"{st.st_size} {st.st_mtime_ns}\n"
 
 
+def _wal_empty(path: Path) -> bool:
+    wal = Path(f"{path}-wal")
+    return not wal.exists() or wal.stat().st_size == 0
+
+
 def mark_clean(d: Path) -> None:
     """After a clean stop: stamp the closed whitelist (size, mtime) so that the next start may defer
     its full check. Best effort: without a stamp the next start simply checks in full."""
-    for name in _STORES[:1]:
-        path = d / name
-        wal = Path(f"{path}-wal")
-        try:
-            if not path.exists() or (wal.exists() and wal.stat().st_size > 0):
-                continue
+    path = d / _STORES[0]
+    try:
+        if path.exists() and _wal_empty(path):
             tmp = Path(f"{path}.clean.tmp")
             tmp.write_text(_stamp(path))
             os.replace(tmp, _marker(path))
-        except OSError as exc:
-            log.warning("clean_mark_failed", file=str(path), error=str(exc))
+    except OSError as exc:
+        log.warning("clean_mark_failed", file=str(path), error=str(exc))
 
 
 def _closed_cleanly(path: Path) -> bool:
@@ -169,8 +171,7 @@ def _closed_cleanly(path: Path) -> bool:
         return False
     try:
         marker.unlink()
-        wal = Path(f"{path}-wal")
-        return stamp == _stamp(path) and not (wal.exists() and wal.stat().st_size > 0)
+        return stamp == _stamp(path) and _wal_empty(path)
     except OSError:
         return False
 

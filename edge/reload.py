@@ -97,16 +97,13 @@ async def reload(gw: Gateway, path: str | Path | None) -> dict[str, Any]:
                 f"changed sections the running daemon cannot swap: {', '.join(p.restart)}",
                 sections=p.restart,
             )
-        if p.empty():
-            gw.cfg = new
-            log.info("config_reloaded", changed=p.changed(), duration_ms=_ms(t0), unchanged=True)
-            return {"ok": True, "changed": p.changed(), "duration_ms": _ms(t0)}
         try:
             await apply(gw, new, p)
         except Exception as exc:  # never leave the daemon half reloaded without saying so
             log.exception("config_reload_failed", error=str(exc) or type(exc).__name__)
             return {"ok": False, "error": "reload_failed", "detail": str(exc) or type(exc).__name__}
-        log.info("config_reloaded", changed=p.changed(), duration_ms=_ms(t0))
+        extra = {"unchanged": True} if p.empty() else {}
+        log.info("config_reloaded", changed=p.changed(), duration_ms=_ms(t0), **extra)
         return {"ok": True, "changed": p.changed(), "duration_ms": _ms(t0)}
 
 
@@ -122,16 +119,11 @@ async def apply(gw: Gateway, new: Config, p: Plan) -> None:
             await reader.stop()
         except Exception as exc:
             log.error("reader_stop_failed", reader=rid, error=str(exc) or type(exc).__name__)
-        gw._device_state.pop(rid, None)
-        gw._offline.discard(rid)
+        gw.release(rid)
     for dev_id in p.devices_out:
         device = gw.devices.pop(dev_id)
-        gw.release_device(dev_id)
-        try:
-            async with asyncio.timeout(device.actuation_timeout_s()):
-                await device.stop()
-        except Exception as exc:  # the output may stay as the board left it: say so loudly
-            log.error("device_stop_failed", device=dev_id, error=str(exc) or type(exc).__name__)
+        gw.release(dev_id)
+        await gw.stop_device(dev_id, device)
     gw.cfg = new
     for section, dev_id, dcfg in p.devices_in:
         device = gw.build_device(section, dev_id, dcfg)
