@@ -10,10 +10,13 @@ waits behind at most one request to a failing one. So jobs are picked by (tier, 
 healthy actuation, then a suspect device's actuation (one that failed its last attempt), then healthy
 probes/polls, then a suspect's polls and offline probes - those only when nothing else is queued, and
 with ``probe_timeout``. A device that has failed gets no retries; an actuation retry for one that had
-not is queued behind the work that arrived meanwhile. An RTU request in flight cannot be taken back
-(a late reply would collide on the wire), but on TCP an actuation preempts an in-flight poll or probe
-of another device: transaction ids make pymodbus drop the abandoned reply, and the preempted job
-resumes with the time it has already waited.
+not is queued behind the work that arrived meanwhile. An actuation preempts an in-flight poll or probe
+of another device, and the preempted job resumes later with the time it has already waited. On TCP,
+transaction ids make pymodbus drop the abandoned reply. On RTU a request cannot be taken back, so the
+cut waits until the unit is overdue: three times its last round trip (at least 20 ms; probe_timeout
+before it has ever answered). A unit that is overdue that long is almost surely silent, so its later
+requests are cut at once; one that answers after all is marked slow and never cut again, so its late
+reply can cost at most one collision.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 
 import structlog
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ModbusPDU
 from pymodbus.pdu.bit_message import ReadCoilsRequest, ReadDiscreteInputsRequest
 
@@ -71,6 +75,7 @@ class _Job:
     probe: bool = False
     retries: int | None = None  # extra attempts left; set at the first dispatch
     waited: float = 0.0  # seconds this attempt already waited before being preempted
+    cut: bool = False  # preempted at least once
 
 
 @dataclass
@@ -86,11 +91,14 @@ class _Device:
 
 
 PREEMPT_GRACE_S = 0.02  # how long an actuation lets a healthy unit's in-flight poll finish (TCP)
+RTU_OVERDUE_RTTS = 3  # an RTU unit this many of its round trips late is cut for an actuation
 
 
 def _cancel_if(bus: ModbusBus, device_id: int, attempt: asyncio.Future[object]) -> None:
     if bus._inflight is not None and bus._inflight[1] is attempt and not attempt.done():
         bus._devices[device_id].stalled = True  # the next actuation does not wait for it again
+        if isinstance(bus.cfg, ModbusRtuBusConfig):
+            bus._late_from.add(device_id)  # a reply after all marks it slow: never cut again
         attempt.cancel()
 
 
@@ -105,6 +113,7 @@ class ModbusBus:
         self._jobs: list[_Job] = []  # a handful at most: picked by _rank at each dispatch
         self._work = asyncio.Event()
         self._inflight: tuple[_Job, asyncio.Future[ModbusPDU]] | None = None
+        self._inflight_at = 0.0  # monotonic time the in-flight request went out
         self._seq = itertools.count()
         self._late_from: set[int] = set()  # devices whose last short attempt timed out
         self._rtt_ms: dict[int, float] = {}  # duration of each device's last answered request
@@ -234,17 +243,30 @@ class ModbusBus:
     def _enqueue(self, job: _Job) -> None:
         self._jobs.append(job)
         self._work.set()
-        if job.priority != URGENT or self._inflight is None or isinstance(self.cfg, ModbusRtuBusConfig):
+        if job.priority != URGENT or self._inflight is None:
             return
         current, attempt = self._inflight
-        if current.priority != URGENT and current.device_id != job.device_id:
-            if current.probe or not self._good(current.device_id) or self._devices[current.device_id].stalled:
-                attempt.cancel()  # the worker sees it cancelled and raises _Preempted
-            else:
-                # A healthy unit answers in a few ms: give it that long. Cutting it at once left its
-                # late reply to land beside the next reply, and pymodbus then dropped the next reply
-                # too (a fire release held up by a whole timeout). A unit silent past the grace is cut.
-                asyncio.get_running_loop().call_later(PREEMPT_GRACE_S, _cancel_if, self, current.device_id, attempt)
+        if current.priority == URGENT or current.device_id == job.device_id:
+            return
+        dev = self._devices[current.device_id]
+        later = asyncio.get_running_loop().call_later
+        if isinstance(self.cfg, ModbusRtuBusConfig):
+            if dev.slow:
+                return  # it answers late: cut, its reply would land on the next request
+            if dev.stalled and not current.probe:
+                attempt.cancel()  # overdue on its last request too: it is not answering
+                return
+            rtt = self._rtt_ms.get(current.device_id)
+            grace = self.cfg.probe_timeout_s if rtt is None else RTU_OVERDUE_RTTS * rtt / 1e3
+            due = max(grace, PREEMPT_GRACE_S) - (time.monotonic() - self._inflight_at)
+            later(max(due, 0.0), _cancel_if, self, current.device_id, attempt)
+        elif current.probe or not self._good(current.device_id) or dev.stalled:
+            attempt.cancel()  # the worker sees it cancelled and raises _Preempted
+        else:
+            # A healthy unit answers in a few ms: give it that long. Cutting it at once left its
+            # late reply to land beside the next reply, and pymodbus then dropped the next reply
+            # too (a fire release held up by a whole timeout). A unit silent past the grace is cut.
+            later(PREEMPT_GRACE_S, _cancel_if, self, current.device_id, attempt)
 
     async def _take(self) -> _Job:
         while not self._jobs:
@@ -272,6 +294,7 @@ class ModbusBus:
             try:
                 resp = await self._execute(job, timeout - job.waited)
             except _Preempted:
+                job.cut = True
                 self._jobs.append(job)  # keeps its seq: first among its own tier again
                 continue
             except asyncio.CancelledError:
@@ -293,6 +316,9 @@ class ModbusBus:
                     job.fut.set_exception(error(reason))
                 continue
             self._succeeded(job.device_id)
+            if job.cut and isinstance(self.cfg, ModbusRtuBusConfig):
+                # Alive after all: its reply to the cut request was on the wire. Never cut it again.
+                self._mark_slow(job.device_id)
             if job.fut.done():
                 continue
             if resp.isError():
@@ -316,7 +342,7 @@ class ModbusBus:
         request = job.request()
         attempt = asyncio.ensure_future(client.execute(False, request))
         self._inflight = (job, attempt)
-        started = time.monotonic()
+        self._inflight_at = started = time.monotonic()
         try:
             await asyncio.wait({attempt}, timeout=timeout)
         finally:
@@ -330,7 +356,12 @@ class ModbusBus:
             if spent < timeout:
                 raise _Preempted
             raise TimeoutError
-        resp = attempt.result()
+        try:
+            resp = attempt.result()
+        except ModbusIOException as exc:
+            if "but received" in str(exc):  # pymodbus: a reply from another unit (a late one, on RTU)
+                raise _StrayReply(f"late reply from another unit to an earlier request: {exc}") from exc
+            raise
         if resp.function_code & 0x7F != request.function_code:
             raise _StrayReply(f"late reply (fc {resp.function_code}) to an earlier request")
         self._rtt_ms[job.device_id] = spent * 1e3
@@ -345,9 +376,15 @@ class ModbusBus:
         awaited = self._inflight[0].device_id if self._inflight is not None else None
         if unit in self._late_from and unit != awaited:
             self._late_from.discard(unit)
-            self._devices[unit].slow = True
-            self._log.warning("modbus_late_reply", device_id=unit, probe_timeout=self.cfg.probe_timeout_s)
+            self._mark_slow(unit)
         return data
+
+    def _mark_slow(self, device_id: int) -> None:
+        dev = self._devices[device_id]
+        if not dev.slow:
+            dev.slow = True
+            timeout = self.cfg.probe_timeout_s
+            self._log.warning("modbus_late_reply", device_id=device_id, probe_timeout=timeout)
 
     def _succeeded(self, device_id: int) -> None:
         dev = self._devices[device_id]

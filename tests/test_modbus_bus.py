@@ -234,6 +234,7 @@ async def test_healthy_write_waits_behind_at_most_one_request_to_a_silent_unit(
     transport: str, request: pytest.FixtureRequest
 ) -> None:
     async with two_units(transport, request, timeout=0.3, retries=2, offline_after=5) as (sim, bus):
+        await bus.read_discrete_inputs(2, 0, 1)  # unit 2 answers once: the bus knows its round trip
         sim.remove_device(2)  # unit 2 goes silent while it still looks healthy
         order: list[str] = []
         sim.on_write(lambda w: order.append(f"write {w.device_id}"))
@@ -242,16 +243,48 @@ async def test_healthy_write_waits_behind_at_most_one_request_to_a_silent_unit(
         async def poll_dead() -> None:
             order.append("poll failed" if await fails(bus.read_discrete_inputs(2, 0, 2)) else "poll ok")
 
+        before = len(sim.requests_to(2))
         poller = asyncio.create_task(poll_dead())
-        assert await eventually(lambda: bool(sim.requests_to(2)))  # the poll is on the line
+        assert await eventually(lambda: len(sim.requests_to(2)) > before)  # the poll is on the line
         await bus.write_coil(1, 0, True)
         await poller
         line = [r.device_id for r in sim.requests[start:]]
         assert line[: line.index(1)].count(2) == 1  # the write went out after one unit-2 request, no retry
         assert "poll failed" in order
-        if transport == "tcp":
-            # TCP transaction ids make an abandoned read harmless: the write preempts the in-flight poll.
-            assert order.index("write 1") < order.index("poll failed")
+        # The write preempts the in-flight poll: at once on TCP (transaction ids make the abandoned read
+        # harmless), on RTU once unit 2 is overdue by three of its round trips - well before the timeout.
+        assert order.index("write 1") < order.index("poll failed")
+
+
+async def test_on_rtu_a_unit_that_answers_late_is_marked_slow_and_no_longer_cut(pty_pair: PtyPair) -> None:
+    async with two_units("rtu", _Req(pty_pair), timeout=0.4, retries=2, offline_after=5) as (sim, bus):
+        assert await bus.read_discrete_inputs(2, 0, 1) == [False]  # a fast answer: its round trip is known
+        sim.set_delay(2, 0.15)  # now it answers well after 3 round trips, within the timeout
+
+        async def round_trip() -> int:
+            start = len(sim.requests)
+            poll = asyncio.create_task(bus.read_discrete_inputs(2, 0, 1))
+            assert await eventually(lambda: len(sim.requests) > start)  # the poll is on the line
+            await bus.write_coil(1, 3, True)  # an actuation while unit 2's poll is in flight
+            assert await poll == [False]
+            return sum(r.device_id == 2 for r in sim.requests[start:])
+
+        first = await round_trip()
+        assert first >= 2  # overdue: cut for the write, then sent again
+        assert await eventually(lambda: bus._devices[2].slow)
+        assert await round_trip() == 1  # slow now: the write waits for its answer, no second request
+        assert sim.coil(1, 3)
+
+
+class _Req:
+    """Stands in for pytest's request so two_units can take an RTU pty pair given directly."""
+
+    def __init__(self, pair: PtyPair) -> None:
+        self.pair = pair
+
+    def getfixturevalue(self, name: str) -> PtyPair:
+        assert name == "pty_pair"
+        return self.pair
 
 
 async def test_no_retries_for_a_unit_that_has_just_failed(pty_pair: PtyPair) -> None:
