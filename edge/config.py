@@ -220,8 +220,7 @@ class ConfigBase(_Strict):
         for section, dev_id, dev in self.devices():
             loc = (section, dev_id)
             if dev_id in seen:
-                msg = f"device id {dev_id!r} is already used by {_key_text(seen[dev_id])}"
-                raise _RefError(loc, msg, other=seen[dev_id])
+                raise _RefError(loc, f"device id {dev_id!r} is already used by {{other}}", other=seen[dev_id])
             seen[dev_id] = loc
             for key, bus in _bus_refs(dev):
                 if bus not in self.buses:
@@ -230,8 +229,8 @@ class ConfigBase(_Strict):
                 if rid not in readers:
                     raise _RefError((*loc, "readers", i), f"no reader {rid!r} in readers")
                 if rid in serving:
-                    msg = f"reader {rid!r} already serves {_key_text(serving[rid][:2])}"
-                    raise _RefError((*loc, "readers", i), msg, other=serving[rid])
+                    msg = f"reader {rid!r} already serves {{other}}"
+                    raise _RefError((*loc, "readers", i), msg, other=serving[rid], shown=2)
                 serving[rid] = (*loc, "readers", i)
         for name in SECTIONS:
             sec = self.section(name)
@@ -255,7 +254,7 @@ class ConfigBase(_Strict):
                 loc = (section, dev_id, *(key if isinstance(key, tuple) else (key,)))
                 first = driven.setdefault((bus, unit, coil), loc)
                 if first != loc:
-                    msg = f"relay bus {bus!r} unit {unit} coil {coil} is already driven by {_key_text(first)}"
+                    msg = f"relay bus {bus!r} unit {unit} coil {coil} is already driven by {{other}}"
                     raise _RefError(loc, msg, other=first)
 
 
@@ -288,12 +287,27 @@ Config = _build_config_model()
 
 
 class _RefError(ValueError):
-    """A cross-reference problem at key path `loc`; `other` is the key path it clashes with, if any."""
+    """A cross-reference problem at key path `loc`; `other` is the key path it clashes with, if any.
 
-    def __init__(self, loc: tuple[Any, ...], msg: str, other: tuple[Any, ...] | None = None) -> None:
-        super().__init__(msg)
-        self.loc = loc
-        self.other = other
+    A clash is reported at the later of the two lines, naming the earlier one: the same message
+    whatever order the driver registry lists the sections in. `msg` names the other as ``{other}``,
+    shown by its first `shown` keys (all when None)."""
+
+    def __init__(
+        self, loc: tuple[Any, ...], msg: str, other: tuple[Any, ...] | None = None, shown: int | None = None
+    ) -> None:
+        super().__init__(msg if other is None else msg.format(other=_key_text(other[:shown])))
+        self.loc, self.other, self.msg, self.shown = loc, other, msg, shown
+
+    def located(self, lines: Lines) -> tuple[tuple[Any, ...], str]:
+        """(key path to report at, message) with the line of the other key path."""
+        if self.other is None:
+            return self.loc, self.msg
+        loc, other = self.loc, self.other
+        if (_line_for(other, lines) or 0) > (_line_for(loc, lines) or 0):
+            loc, other = other, loc
+        text = self.msg.format(other=_key_text(other[: self.shown]))
+        return loc, f"{text} (line {_line_for(other, lines)})"
 
 
 class ConfigError(Exception):
@@ -353,9 +367,7 @@ def parse_config(text: str, path: Path) -> Config:
             ctx_err = (err.get("ctx") or {}).get("error")
             msg = err["msg"].removeprefix("Value error, ")
             if isinstance(ctx_err, _RefError):
-                loc = ctx_err.loc
-                if ctx_err.other is not None:
-                    msg += f" (line {_line_for(ctx_err.other, lines)})"
+                loc, msg = ctx_err.located(lines)
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (typo?)"
             problems.append((_line_for(loc, lines), _key_text(loc), msg))
