@@ -21,6 +21,7 @@ from drivers.passback import PassbackStore
 from drivers.registry import register_device
 from edge.engine import DeviceContext
 from edge.model import Decision
+from edge.supervise import spawn as spawn_supervised
 
 log = structlog.get_logger(__name__)
 
@@ -81,8 +82,8 @@ class _Coils:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._worker(), name=self.name)
+        if self._task is None:  # supervised: a dead worker would leave the arm deaf to every grant
+            self._task = spawn_supervised(self.name, self._worker)
 
     async def stop(self) -> None:
         for h in self._offs.values():
@@ -118,10 +119,10 @@ class _Coils:
             coil, on, fut = await self._queue.get()
             try:
                 await self.bus.write_coil(self.unit, coil, on)
-            except DeviceUnavailable as exc:
+            except Exception as exc:  # any failure fails this write, never the worker
                 log.warning("barrier_write_failed", name=self.name, coil=coil, on=on, error=str(exc))
                 if not fut.done():
-                    fut.set_exception(exc)
+                    fut.set_exception(exc if isinstance(exc, DeviceUnavailable) else DeviceUnavailable(str(exc)))
             else:
                 if not fut.done():
                     fut.set_result(None)
@@ -219,7 +220,11 @@ class Barrier(Device):
         """Raise the arm for one vehicle (no write when it is up or rising already)."""
         if not self.online:  # fail fast: the grant is followed by device_unavailable
             raise DeviceUnavailable(f"offline: {self.bus.device_error(self.cfg.device_id)}")
-        await self._run(self.logic.grant(self._now(), grant.key))
+        try:
+            await self._run(self.logic.grant(self._now(), grant.key))
+        except DeviceUnavailable:
+            self.logic.open_failed()  # the next grant writes open again
+            raise
 
     async def act(self, action: str, args: Mapping[str, Any]) -> str | None:
         if action != "open":

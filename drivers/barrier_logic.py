@@ -59,6 +59,7 @@ class BarrierLogic:
     credits: list[str | None] = field(default_factory=list)  # grants whose vehicle has not arrived yet
     claimed: object = _NO_KEY  # key of the grant the vehicle now on the loop uses
     close_at: float | None = None
+    open_unsent: bool = False  # the last open write failed: the next grant must write it again
 
     # --- events ---------------------------------------------------------------------------
     def start(self, now: float, fire: bool) -> list[Command]:
@@ -73,7 +74,9 @@ class BarrierLogic:
         out: list[Command] = []
         if self.loop and self.claimed is _NO_KEY:
             self.claimed = self.credits.pop(0)  # the vehicle is already waiting on the loop
-        if self.arm in ("down", "falling") or (self.arm == "rising" and now >= self.moved_at + self.p.travel_s):
+        if self.arm in ("down", "falling") or self.open_unsent or (
+            self.arm == "rising" and now >= self.moved_at + self.p.travel_s
+        ):
             out.append(self._raise(now))  # (rising past its travel: the up limit never came, try again)
         self.close_at = None if self.loop is not False else now + self.p.close_timeout_s
         return out
@@ -174,8 +177,13 @@ class BarrierLogic:
 
     # --- internals ------------------------------------------------------------------------
     def _raise(self, now: float) -> Command:
-        self.arm, self.moved_at = "rising", now
+        self.arm, self.moved_at, self.open_unsent = "rising", now, False
         return Command("open")
+
+    def open_failed(self) -> None:
+        """The open write did not reach the board (or its answer was lost): whatever the model says of
+        the arm, the next grant writes open again instead of taking the arm for up already."""
+        self.open_unsent = True
 
     def _arrived_down(self) -> None:
         self.arm = "down"

@@ -48,6 +48,7 @@ from drivers.modbus_pdu import (
     make_client,
     reason,
 )
+from edge.supervise import spawn as spawn_supervised
 
 log = structlog.get_logger(__name__)
 
@@ -114,6 +115,7 @@ class ModbusBus:
         self._work = asyncio.Event()
         self._inflight: tuple[_Job, asyncio.Future[ModbusPDU]] | None = None
         self._inflight_at = 0.0  # monotonic time the in-flight request went out
+        self._current: _Job | None = None  # the job the worker holds (failed if the worker dies)
         self._seq = itertools.count()
         self._late_from: set[int] = set()  # devices whose last short attempt timed out
         self._rtt_ms: dict[int, float] = {}  # duration of each device's last answered request
@@ -152,9 +154,11 @@ class ModbusBus:
             return
         self._running = True
         self._client = self._make_client()
+        # Supervised: a worker that died on a bug would leave every request on this bus waiting forever
+        # (doors granted, nothing switched). It is logged and restarted; one that keeps dying is fatal.
         self._tasks = [
-            asyncio.create_task(self._worker(), name=f"modbus-{self.bus_id}-worker"),
-            asyncio.create_task(self._prober(), name=f"modbus-{self.bus_id}-prober"),
+            spawn_supervised(f"modbus-{self.bus_id}-worker", self._worker),
+            spawn_supervised(f"modbus-{self.bus_id}-prober", self._prober),
         ]
         self._log.info("modbus_bus_started", type=self.cfg.type)
 
@@ -277,8 +281,11 @@ class ModbusBus:
         return job
 
     async def _worker(self) -> None:
+        if self._current is not None and not self._current.fut.done():  # the job a dead worker held
+            self._current.fut.set_exception(DeviceUnavailable("bus worker restarted"))
         while True:
-            job = await self._take()
+            self._current = None
+            job = self._current = await self._take()
             if job.fut.done():  # caller gave up
                 continue
             dev = self._devices[job.device_id]

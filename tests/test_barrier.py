@@ -295,6 +295,31 @@ async def test_offline_board_fails_the_grant(rig: Any) -> None:
         await barrier.stop()
 
 
+async def test_an_unexpected_error_in_a_coil_write_fails_that_grant_only(rig: Any) -> None:
+    sim, bus, env = rig
+    barrier = await started(env)
+    real = bus.write_coil
+    calls = 0
+
+    async def buggy(unit: int, coil: int, on: bool, **kw: Any) -> None:  # the first open: not a DeviceUnavailable
+        nonlocal calls
+        calls += coil == OPEN and on
+        if calls == 1 and coil == OPEN and on:
+            raise RuntimeError("bug")
+        await real(unit, coil, on, **kw)
+
+    bus.write_coil = buggy  # type: ignore[method-assign]
+    try:
+        with pytest.raises(DeviceUnavailable, match="bug"):
+            await asyncio.wait_for(barrier.grant(grant()), 5)
+        # The coil worker still runs, and the failed open is not taken for an arm on its way up: the
+        # next grant writes open again (no silent grant with nothing switched).
+        await asyncio.wait_for(barrier.grant(grant("card:04A1B2C4")), 5)
+        assert len(on_writes(sim, OPEN)) == 1
+    finally:
+        await barrier.stop()
+
+
 # --- anti-passback through the real gateway: card reader ptys, whitelist, outbox on disk ----------------
 
 CARD = "04A1B2C3"

@@ -404,3 +404,25 @@ async def test_write_coils_is_one_fc15_request_with_write_coil_health(
             await bus.write_coils(2, 0, [True, True])
         await bus.write_coils(1, 0, [True, True])  # the live board beside it is untouched
         assert sim.coil(1, 0) and sim.coil(1, 1)
+
+
+async def test_a_bus_worker_that_dies_is_restarted_and_the_job_it_held_fails(
+    tcp_bus: tuple[RelayBoardSim, ModbusBus],
+) -> None:
+    sim, bus = tcp_bus
+    real = bus._succeeded
+    calls = 0
+
+    def buggy(device_id: int) -> None:  # a bug in the worker's own bookkeeping, once
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("bug")
+        real(device_id)
+
+    bus._succeeded = buggy  # type: ignore[method-assign]
+    with pytest.raises(DeviceUnavailable, match="bus worker restarted"):
+        await asyncio.wait_for(bus.write_coil(1, 2, True), 5)  # answered, not left waiting forever
+    await asyncio.wait_for(bus.write_coil(1, 3, True), 5)  # the restarted worker serves the bus again
+    assert sim.coil(1, 3)
+    assert [w.address for w in sim.writes_to(1)][-2:] == [2, 3]
