@@ -27,12 +27,13 @@ from edge import __version__
 from edge.clock import ClockState
 from edge.config import Config
 from edge.datafiles import mark_clean, open_stores, verify_deferred
+from edge.db import is_damage
 from edge.flow import Flow
 from edge.model import Decision, Event, Method, Presentation
 from edge.outbox import Outbox
 from edge.reject_summary import TICK_S, RejectSummariser
 from edge.runtime import tune_for_latency
-from edge.supervise import declare_fatal
+from edge.supervise import declare_fatal, fatal_event
 from edge.supervise import spawn as spawn_supervised
 from edge.trust import build_policy
 
@@ -208,7 +209,9 @@ class Gateway:
             await asyncio.gather(metrics_stop, return_exceptions=True)
         self.outbox.close()
         self.store.close()
-        if not self._unchecked:  # a deferred check still running proved nothing yet: no stamp
+        # No stamp when a deferred check is still running (it proved nothing yet) or the run ends fatally
+        # (a damaged file among them, maybe): the next start then checks every database in full.
+        if not self._unchecked and not fatal_event().is_set():
             mark_clean(self.cfg.gateway.data_dir)
         log.info("gateway_stopped")
 
@@ -321,6 +324,8 @@ class Gateway:
             self.outbox.append(event)
         except Exception as exc:  # disk full or failing: the gate keeps deciding; journald keeps the event
             log.error("event_not_stored", error=str(exc), lost_event=event.to_wire())
+            if is_damage(exc):  # the outbox file went bad: restart, so the check salvages its events
+                declare_fatal("outbox", f"damaged database: {exc}")
         for cb in self.event_listeners:
             try:
                 cb(event)

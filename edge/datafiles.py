@@ -288,9 +288,14 @@ def open_stores(cfg: Config, deferred: list[Path] | None = None) -> tuple[Whitel
     if ob_rec is not None:
         done.append(ob_rec[0])
     for rec in done:
-        log.error("database_recovered", file=rec.name, moved_to=rec.moved_to, detail=rec.text())
-        outbox.append(Outbox.make_event("gateway", "sensor", rec.name, "alarm", ALARM_REASON, subject=rec.text()))
+        report(outbox, rec)
     return store, outbox
+
+
+def report(outbox: Outbox, rec: Recovery) -> None:
+    """Log a recovery and tell the cloud: an alarm event in the outbox."""
+    log.error("database_recovered", file=rec.name, moved_to=rec.moved_to, detail=rec.text())
+    outbox.append(Outbox.make_event("gateway", "sensor", rec.name, "alarm", ALARM_REASON, subject=rec.text()))
 
 
 def verify_deferred(paths: list[Path]) -> str | None:

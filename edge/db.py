@@ -20,3 +20,17 @@ def connect_wal(
     if not autocheckpoint:
         con.execute("PRAGMA wal_autocheckpoint=0")
     return con
+
+
+_DAMAGE_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes; extended ones share the low byte)
+
+
+def is_damage(exc: BaseException) -> bool:
+    """A DatabaseError that means the file itself is damaged (not a full disk, a lock or a bug): the
+    daemon ends so that the next start's check moves the file aside (edge/datafiles.py)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _DAMAGE_CODES
+    return type(exc) is sqlite3.DatabaseError  # no code (older sqlite3 module): "malformed", "not a database"

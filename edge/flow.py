@@ -16,11 +16,13 @@ import structlog
 
 from drivers.device import Device, Grant
 from drivers.modbus_bus import DeviceUnavailable
+from edge.db import is_damage
 from edge.engine import Clock, DeviceContext, decide_entry, decide_legacy, decide_token
 from edge.legacy_ejyy import LegacyClaims, candidate, verify_legacy
 from edge.model import Decision, Presentation
 from edge.normalize import mask_credential
 from edge.ratelimit import RateLimiter
+from edge.supervise import declare_fatal
 from edge.tokens import TokenClaims, verify_token
 from edge.trust import build_legacy
 
@@ -55,6 +57,8 @@ class Flow:
             return self._present(pres)
         except Exception as exc:  # a bug must not kill the reader or the loop: deny and say why
             log.exception("presentation_failed", reader=pres.reader, error=str(exc))
+            if is_damage(exc):  # a whitelist that went bad under us: deny, then restart to recover it
+                declare_fatal("decision", f"damaged database: {exc}")
             decision = Decision("denied", "internal_error")
             self._record(pres, self.reader_device.get(pres.reader or "", "gateway"), decision, None)
             return decision

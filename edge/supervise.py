@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from edge.db import is_damage
+
 log = structlog.get_logger(__name__)
 
 MAX_RESTARTS = 5
@@ -42,7 +44,8 @@ def fatal_reason() -> str | None:
 
 
 def declare_fatal(name: str, reason: str) -> None:
-    """A part of the daemon that cannot go on: shut down cleanly and exit non-zero."""
+    """A part of the daemon that cannot go on: shut down cleanly and exit non-zero. (The stop then
+    leaves no clean-stop stamp, so the next start checks every database in full.)"""
     loop = asyncio.get_running_loop()
     _reasons.setdefault(loop, f"{name}: {reason}")
     log.critical("task_fatal", task=name, reason=reason)
@@ -69,6 +72,9 @@ async def supervised(
             now = time.monotonic()
             deaths = [t for t in deaths if now - t < window_s] + [now]
             log.exception("task_died", task=name, error=str(exc) or type(exc).__name__, deaths=len(deaths))
+            if is_damage(exc):  # restarting on a damaged file is pointless: the next start recovers it
+                declare_fatal(name, f"damaged database: {exc}")
+                return
             if len(deaths) > max_restarts:
                 declare_fatal(name, f"died {len(deaths)} times in {window_s:.0f} s: {exc!r}")
                 return

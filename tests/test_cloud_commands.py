@@ -155,6 +155,44 @@ async def test_replay_after_restart_is_refused(tmp_path: Path, broker: Broker, c
         assert h2.gate.opens == []
 
 
+async def test_a_damaged_replay_file_is_moved_aside_and_older_commands_stay_refused(
+    tmp_path: Path, broker: Broker, cloud, signer
+):
+    """replay.db damaged on disk: the gateway runs (no crash loop), the cloud gets an alarm, and since
+    lost ids cannot be told from new ones, a command issued before the recovery is refused as a replay
+    (it may have run already), while a new one opens."""
+    import os
+
+    cfg = make_config(tmp_path / "gw", broker.port, {signer.kid: signer.public})
+    ran, ran_jti = cmd(signer)
+    lost, lost_jti = cmd(signer)  # issued now; its record is about to be destroyed with the file
+    async with running_link(cfg) as h:
+        cloud.send_command(ran)
+        assert await until(lambda: len(result_of(cloud, ran_jti)) == 1)
+        assert h.gate.opens == [("north-gate", None)]
+    replay = cfg.gateway.data_dir / "replay.db"
+    with replay.open("r+b") as f:
+        f.write(os.urandom(100))  # the header: "file is not a database"
+    time.sleep(1.1)  # the recovery's second is after the lost command's iat
+    async with running_link(cfg) as h2:
+        def alarm() -> list[dict[str, object]]:
+            return [e for e in cloud.events() if e["result"] == "alarm" and e["credential"] == "replay.db"]
+
+        assert await until(lambda: bool(alarm()))  # the alarm reaches the cloud
+        assert len(alarm()) == 1 and "1 command ids" in str(alarm()[0]["subject"])
+        for token in (ran, lost):
+            cloud.send_command(token)
+        assert await until(lambda: len(result_of(cloud, ran_jti)) == 2 and len(result_of(cloud, lost_jti)) == 1)
+        assert result_of(cloud, ran_jti)[1]["error"] == "replay"  # salvaged from the damaged file
+        assert result_of(cloud, lost_jti)[0]["error"] == "replay"  # issued before the recovery: unsure
+        fresh, fresh_jti = cmd(signer, now=int(time.time()) + 1)
+        cloud.send_command(fresh)
+        assert await until(lambda: len(result_of(cloud, fresh_jti)) == 1)
+        assert result_of(cloud, fresh_jti)[0]["ok"] is True
+        assert h2.gate.opens == [("north-gate", None)]
+    assert list(cfg.gateway.data_dir.glob("replay.db.damaged-*"))
+
+
 async def test_unsynchronised_clock_refuses_commands(tmp_path: Path, broker: Broker, cloud, signer):
     cfg = make_config(tmp_path / "gw", broker.port, {signer.kid: signer.public})
     async with running_link(cfg) as h:

@@ -391,3 +391,58 @@ async def test_a_clean_stop_defers_the_full_check_and_damage_at_rest_is_still_fo
         scanner.stop()
         server.cancel()
         await asyncio.gather(server, return_exceptions=True)
+
+
+async def test_damage_found_while_running_denies_ends_the_run_and_the_next_start_recovers(tmp_path: Path) -> None:
+    """A whitelist that goes bad under a running daemon (a failing SD card): the card in hand is denied
+    (fail secure) and recorded, the daemon ends non-zero with no clean stamp, and the restart that
+    systemd makes finds the damage, moves the file aside and runs."""
+    port = free_port()
+    board = RelayBoardSim(device_ids=[1])
+    server = asyncio.create_task(board.serve_tcp("127.0.0.1", port))
+    cards = PtyPair(tmp_path, "card").start()
+    cfg = gateway_config(
+        tmp_path,
+        signer=Signer(),
+        bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": port, "timeout": 0.3, "retries": 0},
+        readers={"card-north": {"type": "serial", "port": str(cards.b), "content": "card"}},
+    )
+    data = tmp_path / "data"
+    wl = tmp_path / "wl.ndjson"
+    wl.write_text("".join(json.dumps({"kind": "card", "value": f"{i:08X}", "subject": f"resident:{i}",
+                                      "zones": ["north-gate"]}) + "\n" for i in range(20000)))  # fmt: skip
+    assert edge("whitelist", "import", "-c", str(cfg), str(wl)).returncode == 0
+    fd = os.open(cards.a, os.O_RDWR | os.O_NOCTTY)
+    try:
+        gw = Daemon(cfg)
+        try:
+            await gw.wait_for("device_status", device="card-north", online=True)
+            size = (data / "whitelist.db").stat().st_size
+            for off in range(4096, size, 4096):  # every page but the header
+                overwrite(data / "whitelist.db", off, os.urandom(4096))
+            os.write(fd, b"00000123\r")
+            await gw.wait_for("task_fatal", task="decision")
+            assert gw.proc.wait(15) == 1  # ends non-zero: systemd restarts it
+        finally:
+            gw.finish()
+        assert not any(w.on for w in board.writes)  # nothing opened on a list it could not read
+        assert not list(data.glob("*.clean"))  # the next start checks in full
+        with sqlite3.connect(data / "outbox.db") as con:
+            rows = [json.loads(b) for (b,) in con.execute("SELECT body FROM events ORDER BY seq")]
+        assert [(e["result"], e["reason"]) for e in rows if e["reader"] == "card-north"] == [
+            ("denied", "internal_error")
+        ]
+        gw = Daemon(cfg)
+        try:
+            await gw.wait_for("database_recovered", file="whitelist.db")
+            await gw.wait_for("device_status", device="card-north", online=True)
+            gw.proc.terminate()
+            assert gw.proc.wait(15) == 0
+        finally:
+            gw.finish()
+        assert list(data.glob("whitelist.db.damaged-*"))
+    finally:
+        os.close(fd)
+        cards.stop()
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)

@@ -24,6 +24,7 @@ from edge.cloud.mqtt import MqttTransport
 from edge.cloud.replay import ReplayStore
 from edge.cloud.sync import WhitelistSync
 from edge.config import Config
+from edge.datafiles import report
 from edge.outbox import Outbox
 from edge.ports import GateControl
 from edge.runtime import tune_for_latency
@@ -73,6 +74,8 @@ class CloudLink:
         )
         self._policy = build_policy(cfg, store)
         self._replay = ReplayStore(cfg.gateway.data_dir / "replay.db")
+        if self._replay.recovery is not None:  # damaged: moved aside, the cloud told by an alarm
+            report(outbox, self._replay.recovery)
         self._sync = WhitelistSync(store, self.request_sync, self._keys_changed, on_snapshot)
         self._cmd = CommandContext(
             cfg.gateway.id,

@@ -94,7 +94,7 @@ async def _execute(ctx: CommandContext, c: CommandClaims, now: float) -> str | N
         log.warning("command_refused", jti=c.jti, error="clock_unsynced")
         return "clock_unsynced"
     keep_until = c.exp + ctx.policy().leeway_s + 1
-    if not ctx.replay.claim(c.jti, keep_until, now):  # synchronous: no await between check and mark
+    if not ctx.replay.claim(c.jti, keep_until, now, c.iat):  # synchronous: no await between check and mark
         log.warning("command_refused", jti=c.jti, error="replay")
         return "replay"
     if c.act not in GATEWAY_ACTIONS and c.target not in ctx.gate.targets():
