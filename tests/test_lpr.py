@@ -26,8 +26,7 @@ from tests.support.ptys import PtyPair
 from tests.test_gateway_e2e import flash_writes, outbox_rows, wait_for
 
 VZ, HIK, DH, TOL = "a1b2c3d4-e5f6a7b8", "44:19:B6:6D:24:85", "6J0A2B3C4D5E6", "tol-cam-01"
-# Replays become `info` events once the app offers ReaderEnv.info; until then the reader's fallback is a
-# reject (a `denied` event with the same reason).
+# A record the camera marks offline (or older than 60 s) is an `info` event: it opens nothing.
 OFFLINE_RESULT = "info"
 
 
@@ -395,3 +394,59 @@ async def test_a_port_in_use_leaves_the_cameras_offline_and_the_gateway_up(tmp_p
             assert health["online"] is False and "cannot listen" in str(health["error"])
         finally:
             await gw.stop()
+
+
+async def test_a_plate_camera_is_never_rate_limited(rig: Rig) -> None:
+    """Past `rate_limit.denials` (10 by default) unknown cars, a serial reader would be cooled down; a
+    plate camera is exempt (a queue of visitors is not a brute force), so the next resident gets in."""
+    rig.allow("京A12345")
+    for i in range(14):
+        assert await rig.vz(push.vzenith(VZ, f"沪B{10000 + i}", plateid=900 + i)) == (
+            200, {"Response_AlarmInfoPlate": {"info": "no", "plateid": 900 + i}})  # fmt: skip
+    assert await rig.vz(push.vzenith(VZ, "京A12345", plateid=999)) == (
+        200, {"Response_AlarmInfoPlate": {"info": "ok", "plateid": 999}})  # fmt: skip
+    await wait_for(lambda: len(flash_writes(rig.board)) == 1)
+    assert {r["reason"] for r in rig.rows()} == {"unknown_credential", "ok"}
+
+
+async def test_a_plate_push_lifts_a_barrier_wired_to_the_camera(tmp_path: Path) -> None:
+    """The camera's reader on a barrier (not a door): a grant pulses the barrier's open relay, a denial
+    writes nothing, the event carries the barrier's direction."""
+    board_port, http_port = free_port(), free_port()
+    board = RelayBoardSim(device_ids=[1, 2])
+    server = asyncio.create_task(board.serve_tcp("127.0.0.1", board_port))
+    cfg_path = gateway_config(
+        tmp_path,
+        signer=Signer(),
+        bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": board_port, "timeout": 0.3, "retries": 0},
+        readers={"lpr-gate": {"type": "lpr", "serialno": VZ}},
+        door={"readers": []},
+        extra={
+            "lpr": {"listen": f"127.0.0.1:{http_port}", "path": "/lpr/push"},
+            "barriers": {"car-in": {"bus": "b1", "device_id": 2, "zone": "car-north", "direction": "in",
+                                    "open_coil": 0, "close_coil": 1, "pulse_ms": 300, "loop_input": 0,
+                                    "readers": ["lpr-gate"]}},
+        },
+    )
+    gw = Gateway(load_config(cfg_path))
+    try:
+        await gw.start()
+        await wait_for(lambda: gw.readers["lpr-gate"].online and gw.devices["car-in"].online)
+        gw.store.import_entries([entry_from_wire(
+            {"kind": "plate", "value": "京A12345", "subject": "resident:1", "zones": ["car-north"]})])  # fmt: skip
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{http_port}/lpr/push"
+            for plate, pid in (("沪B99999", 1), ("京A12345", 2)):
+                async with http.post(url, data=push.dumps(push.vzenith(VZ, plate, plateid=pid))) as r:
+                    assert r.status == 200
+        await wait_for(lambda: any(w.device_id == 2 and w.address == 0 and w.on for w in board.writes))
+        assert [w.address for w in board.writes if w.device_id == 2 and w.on] == [0]  # open only
+        rows = outbox_rows(tmp_path / "data")
+        assert [(r["device"], r["reason"], r.get("direction")) for r in rows] == [
+            ("car-in", "unknown_credential", "in"),
+            ("car-in", "ok", "in"),
+        ]
+    finally:
+        await gw.stop()
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
