@@ -123,6 +123,12 @@ class Device(ABC):
         """A remote action of ``actions``: None when done, else an error code (mqtt.md)."""
         return "unsupported"
 
+    def action_facts(self, action: str, args: Mapping[str, Any], error: str | None) -> dict[str, Any]:
+        """The optional event fields (mqtt.md ``direction``, ``floors``) of a remote or local action's
+        event, so a remote open at a barrier says which way it let a vehicle through like a card does."""
+        direction = self.context().direction
+        return {} if direction is None else {"direction": direction}
+
     async def fire(self, active: bool) -> None:  # noqa: B027 - a kind without outputs does nothing
         """Fire linkage: release (``active``) or restore normal operation."""
 

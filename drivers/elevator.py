@@ -282,6 +282,12 @@ class Elevator(Device):
             return "device_unavailable"
         return "unsupported"
 
+    def action_facts(self, action: str, args: Mapping[str, Any], error: str | None) -> dict[str, Any]:
+        """A granted ``elevator_grant`` event names the floors it enabled (those within the car)."""
+        if action != "elevator_grant" or error is not None:
+            return {}
+        return {"floors": tuple(self._in_car(args.get("floors")))}
+
     async def fire(self, active: bool) -> None:
         """Fire: every floor enabled, kept so whatever the timers; cleared: free floors and running grants.
         Every board is written (a dead one does not hold the others); raises if one failed."""

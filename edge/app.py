@@ -298,8 +298,10 @@ class Gateway:
         result: str,
         reason: str,
         latency_ms: float | None,
+        **facts: Any,
     ) -> Event:
-        """Positional form for the gateway's call sites; Outbox.make_event builds it (id, timestamp)."""
+        """Positional form for the gateway's call sites; Outbox.make_event builds it (id, timestamp).
+        ``facts`` are the optional wire fields (``direction``, ``floors``) from action_facts."""
         return Outbox.make_event(
             device,
             method,
@@ -309,7 +311,20 @@ class Gateway:
             reader=reader,
             subject=subject,
             latency_ms=None if latency_ms is None else round(latency_ms, 3),
+            **facts,
         )
+
+    def action_facts(self, target: str, action: str, args: Mapping[str, Any], error: str | None) -> dict[str, Any]:
+        """The device's optional event fields for an action on it; a driver bug costs the fields only."""
+        device = self.devices.get(target)
+        if device is None:
+            return {}
+        try:
+            facts = device.action_facts(action, args, error)
+        except Exception:
+            log.exception("action_facts_failed", target=target, action=action)
+            return {}
+        return {k: v for k, v in facts.items() if k in ("direction", "floors")}
 
     def emit(self, spec: EventSpec) -> None:
         """An event a device or service raised on its own (alarm, input, fire): committed like any."""

@@ -36,19 +36,11 @@ async def _handle(gw: Gateway, req: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(door, str) or door not in gw.devices:
             return {"ok": False, "error": "unknown_target"}
         by = str(req.get("by") or "local")
-        err = await gw.act(door, "open", {"by": by})
-        gw.record(
-            gw.make_event(
-                door,
-                None,
-                "remote",
-                "local-cli",
-                f"local:{by}",
-                "granted" if err is None else "denied",
-                err or "ok",
-                None,
-            )
-        )
+        args = {"by": by}
+        err = await gw.act(door, "open", args)
+        result = "granted" if err is None else "denied"
+        facts = gw.action_facts(door, "open", args, err)
+        gw.record(gw.make_event(door, None, "remote", "local-cli", f"local:{by}", result, err or "ok", None, **facts))
         return {"ok": err is None, "error": err}
     if cmd == "fire_reset":
         return await _fire_reset(gw, str(req.get("by") or "local"))

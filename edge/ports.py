@@ -28,6 +28,10 @@ class GateControl(Protocol):
         device or service. ``args``: ``floor``, ``floors``, ``seconds``, ``by``. None or an error code."""
         ...
 
+    def action_facts(self, target: str, action: str, args: Mapping[str, Any], error: str | None) -> dict[str, Any]:
+        """The optional event fields (``direction``, ``floors``) the action's event carries."""
+        ...
+
     def device_health(self) -> dict[str, dict[str, object]]:
         """device id -> {"online": bool, "error": str | None}."""
         ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from edge.model import Decision
 from edge.sim.relay_board import RelayBoardSim
 from tests.support.devices import TestEnv as DevEnv
 from tests.support.devices import env_for
-from tests.support.gateway import Signer, gateway_config
+from tests.support.gateway import SITE, Signer, gateway_config
 from tests.support.modbus import eventually, free_port, tcp_board
 from tests.support.ptys import PtyPair
 from tests.test_gateway_e2e import outbox_rows
@@ -484,3 +485,33 @@ def test_example_config_and_the_output_overlap_check(tmp_path: Path) -> None:
     msg = r"barriers\.car-out\.open_coil: relay bus 'relays' unit 1 coil 0 is already driven by doors\.north-gate"
     with pytest.raises(ConfigError, match=msg):
         load_config(clash)
+
+
+async def test_a_remote_or_local_open_at_a_barrier_says_which_way(tmp_path: Path) -> None:
+    """A remote open (R/cmd through the command layer) and `edge open` raise the arm and their events
+    carry the barrier's direction, like a card's (mqtt.md: optional on barrier events)."""
+    from edge.cloud.commands import CommandContext, handle_command
+    from edge.cloud.replay import ReplayStore
+    from edge.control import _handle
+    from edge.sim.cloud_client import command_claims
+    from edge.tokens import mint_token
+
+    async with car_park(tmp_path, "none") as (board, start_gateway, _swipe, rows):
+        gw = await start_gateway()
+        signer = Signer()
+        gw.policy = dataclasses.replace(gw.policy, keys={signer.kid: signer.key.public_key()})
+        replay = ReplayStore(tmp_path / "replay.db")
+        results: list[dict[str, object]] = []
+        ctx = CommandContext("gw-test", gw, replay, lambda: gw.policy, False, lambda: None, results.append)
+        claims = command_claims(SITE, "gw-test", "open", "car-out", by="staff:3")
+        jti, outcome = await handle_command(ctx, mint_token(signer.key, signer.kid, claims).encode())
+        assert (jti, outcome) == (claims["jti"], "ok") and results[0]["ok"] is True
+        assert await eventually(lambda: len([w for w in board.writes_to(3, 0) if w.on]) == 1)
+        ev = rows()[-1]
+        assert (ev["device"], ev["method"], ev["result"], ev["direction"]) == ("car-out", "remote", "granted", "out")
+
+        assert await _handle(gw, {"cmd": "open", "door": "car-in", "by": "installer"}) == {"ok": True, "error": None}
+        assert await eventually(lambda: len([w for w in board.writes_to(2, 0) if w.on]) == 1)
+        ev = rows()[-1]
+        assert (ev["device"], ev["subject"], ev["direction"]) == ("car-in", "local:installer", "in")
+        replay.close()

@@ -378,3 +378,29 @@ def test_example_config_and_config_refusals(tmp_path: Path) -> None:
     assert "floor_outputs" in problems({"floor_outputs": {1000: out(3, 0)}})
     assert "already driven" in problems({"hall_call_outputs": {1: out(3, 0)}})  # its own floor relay
     assert "enable_when" in problems({"enable_when": "inverted"})
+
+
+async def test_a_remote_elevator_grant_event_names_the_floors_it_enabled(rig: Any, tmp_path: Path) -> None:
+    """R/cmd elevator_grant through the command layer: the floors within the car are enabled and the
+    remote event carries them (mqtt.md `floors`); floors outside the car are not reported as enabled."""
+    from edge.cloud.commands import CommandContext, handle_command
+    from edge.cloud.replay import ReplayStore
+    from edge.sim.cloud_client import command_claims
+    from edge.tokens import mint_token
+
+    gw, sim, signer, _fds, data = rig
+    replay = ReplayStore(tmp_path / "replay.db")
+    results: list[dict[str, object]] = []
+    ctx = CommandContext("gw-test", gw, replay, lambda: gw.policy, False, lambda: None, results.append)
+    try:
+        for floors, outcome in (([3, 4, 99], "ok"), ([99], "no_floors")):
+            claims = command_claims(SITE, "gw-test", "elevator_grant", "tower-1", floors=floors, seconds=30)
+            token = mint_token(signer.key, signer.kid, claims).encode()
+            assert await handle_command(ctx, token) == (claims["jti"], outcome)
+        assert coils(sim, 3)[:5] == [True, False, True, True, False]
+        ok, refused = [r for r in outbox_rows(data) if r["method"] == "remote"]
+        assert (ok["device"], ok["result"], ok["floors"]) == ("tower-1", "granted", [3, 4])
+        assert (refused["result"], refused["reason"]) == ("denied", "no_floors") and "floors" not in refused
+        assert [r["ok"] for r in results] == [True, False]
+    finally:
+        replay.close()

@@ -63,6 +63,9 @@ class RecordingGate:
             return action in ("elevator_call", "elevator_grant")
         return action in ("open", "hold_open", "lock", "normal")
 
+    def action_facts(self, target: str, action: str, args: Mapping[str, Any], error: str | None) -> dict[str, Any]:
+        return {}
+
     async def act(self, target: str, action: str, args: Mapping[str, Any]) -> str | None:
         if action == "open":
             self.opens.append((target, args.get("by")))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -120,8 +121,11 @@ def _report(
 ) -> None:
     ts = int(time.time() * 1000)
     device = "gateway"
+    facts: dict[str, Any] = {}
     if c is not None and c.act not in GATEWAY_ACTIONS:
         device = c.target
+        args = {"floor": c.floor, "floors": c.floors, "seconds": c.seconds, "by": c.by}
+        facts = ctx.gate.action_facts(c.target, c.act, args, error)
     event = Event(
         id=new_event_id(),
         ts=ts,
@@ -133,6 +137,7 @@ def _report(
         result="denied" if error else "granted",
         reason=error or "ok",
         latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+        **facts,
     )
     try:
         ctx.gate.record(event)
