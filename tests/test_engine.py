@@ -162,3 +162,46 @@ def test_token_decisions() -> None:
     assert (denied.result, denied.reason, denied.credential) == ("denied", "bad_signature", "t-9")
     locked = DeviceContext("d", "north-gate", "lock")
     assert decide_token(QR, claims(), locked, revoked=False, used=0).reason == "device_unavailable"
+
+
+LIFT = DeviceContext("tower-1", "north-gate", floors=(1, 2, 3, 4, 5))
+
+
+def test_an_elevator_grants_only_the_floors_within_its_car() -> None:
+    now = at(SH, 2026, 11, 30, 12, 0)
+    d = decide_entry(CARD, entry(floors=(5, 3, 9)), LIFT, clock(now), "m")
+    assert (d.result, d.floors) == ("granted", (3, 5))
+    for floors in ((9, 10), (), None):  # none in the car, or none at all (absent = none, tokens.md)
+        d = decide_entry(CARD, entry(floors=floors), LIFT, clock(now), "m")
+        assert (d.result, d.reason, d.floors) == ("denied", "no_floors", None)
+    t = decide_token(QR, claims(floors=(7,)), LIFT, revoked=False, used=0)
+    assert (t.result, t.reason, t.subject) == ("denied", "no_floors", "visitor:88")
+    assert decide_token(QR, claims(floors=(3,)), LIFT, revoked=False, used=0).floors == (3,)
+    assert decide_entry(CARD, entry(floors=(9,)), DOOR, clock(now), "m").granted  # a door has no floors
+
+
+@pytest.mark.parametrize(
+    ("passback", "direction", "last", "expected"),
+    [
+        ("hard", "in", "in", ("denied", "passback", None)),
+        ("hard", "in", "out", ("granted", "ok", None)),
+        ("hard", "in", None, ("granted", "ok", None)),  # never seen in the group
+        ("soft", "in", "in", ("granted", "ok", "passback")),  # through, with an alarm
+        ("soft", "out", "in", ("granted", "ok", None)),
+        ("none", "in", "in", ("granted", "ok", None)),
+    ],
+)
+def test_barrier_anti_passback(passback: str, direction: str, last: str | None, expected: tuple) -> None:
+    gate = DeviceContext("car-in", "north-gate", direction=direction, passback=passback, last_direction=last)
+    d = decide_entry(CARD, entry(), gate, clock(0), "m")
+    assert (d.result, d.reason, d.alarm) == expected
+    t = decide_token(QR, claims(), gate, revoked=False, used=0)
+    assert (t.result, t.reason, t.alarm) == expected
+
+
+def test_passback_is_checked_after_everything_that_denies_first() -> None:
+    gate = DeviceContext("car-in", "north-gate", direction="in", passback="hard", last_direction="in")
+    assert decide_entry(CARD, entry(zones=("south",)), gate, clock(0), "m").reason == "zone_denied"
+    assert decide_entry(CARD, None, gate, clock(0), "m").reason == "unknown_credential"
+    offline = DeviceContext("car-in", "north-gate", online=False, direction="in", passback="hard", last_direction="in")
+    assert decide_entry(CARD, entry(), offline, clock(0), "m").reason == "device_unavailable"

@@ -166,3 +166,30 @@ def test_gate_commands_do_not_import_the_simulators() -> None:
     helptext = subprocess.run([sys.executable, "-m", "edge.cli", "--help"], capture_output=True, text=True,
                               cwd=ROOT).stdout  # fmt: skip
     assert "demo" in helptext and "cloud" in helptext
+
+
+CORE = ("edge/app.py", "edge/config.py", "edge/flow.py", "edge/reload.py", "edge/runtime.py")
+# the generic device/reader machinery the core may use; never a module of one kind
+CORE_MAY_IMPORT = ("drivers.device", "drivers.inputs", "drivers.modbus", "drivers.modbus_bus",
+                   "drivers.reader", "drivers.registry")  # fmt: skip
+
+
+def test_the_core_names_no_device_kind_or_reader_type() -> None:
+    """Grow by interfaces (issue 7): app, config, flow and reload reach kinds only through the registry,
+    so neither a kind's module nor its section/type name appears in them."""
+    from drivers.registry import DEVICE_KINDS, READER_TYPES, SECTIONS, load_drivers
+
+    load_drivers()
+    names = {*DEVICE_KINDS, *READER_TYPES, *SECTIONS} | {k.rstrip("s") for k in DEVICE_KINDS}
+    assert {"doors", "barrier", "elevators", "fire", "serial", "nfc", "camera", "lpr"} <= names  # loaded
+    graph = import_graph()
+    for rel in CORE:
+        path = ROOT / rel
+        if not path.exists():
+            continue
+        mod = _module_name(path)
+        kinds = {d for d in graph[mod] if d.startswith("drivers.") and d not in CORE_MAY_IMPORT}
+        assert not kinds, f"{rel} imports device or reader modules {sorted(kinds)}"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        said = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        assert not said & names, f"{rel} names kinds {sorted(said & names)}"
