@@ -439,3 +439,27 @@ def test_example_config_loads() -> None:
     fire = cfg.section("fire")
     assert [i.active_when for i in fire.inputs] == [True, False] and fire.reset == "manual"
     assert yaml.safe_load((ROOT / "config" / "example-fire.yaml").read_text())["fire"]["release"] == "all"
+
+
+async def test_fire_on_at_start_up_raises_the_arm_and_frees_every_floor_first(tmp_path: Path) -> None:
+    """Start-up under a fire: the barrier's first write is OPEN held on (never CLOSE), the lift's first
+    write enables every floor, beside the doors; a vehicle-free loop after the fire lets the arm down."""
+    async with board(1, 3, 4) as (sim, port):
+        sim.set_input(1, FIRE_IN, True)
+        cfg = write_config(
+            tmp_path, port, {"reset": "auto"}, barriers={"gate-b": BARRIER}, elevators={"lift": LIFT}
+        )
+        async with running(cfg) as gw:
+            first_open = sim.writes_to(3, 0)[0]
+            assert first_open.on, f"barrier open contact: first write {first_open}"
+            assert not any(w.on for w in sim.writes_to(3, 1)), "CLOSE pulsed under a fire"
+            assert [sim.coil(4, c) for c in range(3)] == [True] * 3
+            assert all(sim.writes_to(4, c)[0].on for c in range(3)), "a floor written disabled first"
+            assert locks(sim) == ALL_ON
+            await asyncio.sleep(0.5)  # past pulse, close delay and close timeout: still held
+            assert sim.coil(3, 0) and not any(w.on for w in sim.writes_to(3, 1))
+            assert gw.devices["gate-b"].status()["arm"] != "falling"
+            sim.set_input(1, FIRE_IN, False)
+            assert await eventually(lambda: not sim.coil(3, 0))
+            assert await eventually(lambda: any(w.on for w in sim.writes_to(3, 1)))  # sent down once clear
+            assert await eventually(lambda: [sim.coil(4, c) for c in range(3)] == [False] * 3)
