@@ -2,7 +2,7 @@
 
 Each bench runs as its own process with the arguments listed in bench/figures.py; its figures are
 read from the lines it prints. Raw outputs land in var/bench/run_all/<name>.txt, and the figures of
-the latest run of each bench in var/bench/run_all/results.json, so `--only` refreshes some rows and
+the latest run of each bench in docs/bench-results.json, so `--only` refreshes some rows and
 keeps the others (each row says when it was measured and whether in quick mode). Only the text
 between the summary markers in docs/performance.md is rewritten.
 
@@ -29,7 +29,10 @@ from figures import BENCHES, Bench, Figure
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
-OUT = ROOT / "var" / "bench" / "run_all"
+OUT = ROOT / "var" / "bench" / "run_all"  # each bench's full output
+# The figures behind the table, committed beside it: a partial run (--only) on a fresh checkout keeps
+# the other benches' rows instead of marking them "not run".
+STORE = ROOT / "docs" / "bench-results.json"
 START, END = "<!-- summary:start -->", "<!-- summary:end -->"
 
 
@@ -110,12 +113,24 @@ def verdict(r: dict[str, Any], quick: bool) -> str:
     return f"{word} (quick run)" if quick else word
 
 
+def _calls(results: dict[str, Any]) -> dict[str, list[str]]:
+    """run_all.py arguments -> the benches whose stored rows that call measured."""
+    calls: dict[str, list[str]] = {}
+    for b in BENCHES:
+        if b.name in results:
+            calls.setdefault(str(results[b.name].get("call", "")), []).append(b.name)
+    return calls
+
+
 def table(results: dict[str, Any], header: dict[str, str]) -> str:
     commits = sorted({str(r.get("commit", "?")) for r in results.values()})
+    machines = sorted({str(r.get("machine", header["machine"])) for r in results.values()})
     rows = [
         f"Written by `.venv/bin/python bench/run_all.py{header['args']}` on {header['date']}; rows of benches "
-        "that call did not run are kept from earlier calls (each row says when it was measured).",
-        f"Machine: {header['machine']}. Commit{'s' if len(commits) > 1 else ''}: "
+        "that call did not run are kept from earlier calls (each row says when it was measured). Rows by call: "
+        + "; ".join(f"`run_all.py{c}`: {', '.join(n)}" for c, n in _calls(results).items()) + ".",
+        f"Machine{'s' if len(machines) > 1 else ''}: {'; '.join(machines)}. "
+        f"Commit{'s' if len(commits) > 1 else ''}: "
         f'{", ".join(f"`{c}`" for c in commits)} ("+ uncommitted": other work in the tree at the time). '
         "The load average (1 min) when each bench started is in its row: other work on the box makes "
         "the figures noisy.",
@@ -179,17 +194,17 @@ def main() -> int:
             f"unknown bench {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}", file=sys.stderr
         )
         return 2
-    store = OUT / "results.json"
+    store = STORE
     results: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
     failed = 0
+    args = (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only else "")
+    args += f" --skip {a.skip}" if a.skip else ""
     for b in BENCHES:
         if a.table_only or (only and b.name not in only) or b.name in skip:
             continue
-        results[b.name] = run(b, a.quick)
+        results[b.name] = {**run(b, a.quick), "call": args, "machine": machine()}
         failed += results[b.name]["rc"] != 0
-        OUT.mkdir(parents=True, exist_ok=True)
-        store.write_text(json.dumps(results, indent=1))
-    args = (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only else "")
+        store.write_text(json.dumps(results, indent=1) + "\n")
     args += " --table-only" if a.table_only else ""
     header = {"args": args, "date": dt.date.today().isoformat(), "machine": machine(), "commit": commit()}
     body = table(results, header)
