@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from edge.app import Gateway
 from edge.config import load_config
@@ -206,10 +207,19 @@ async def test_dahua_tollgate_and_keepalive(rig: Rig) -> None:
         {"Result": True},
     )
     assert await rig.post("/NotificationInfo/KeepAlive", b"") == (200, {"Result": True})
-    ok = await rig.post("/NotificationInfo/TollgateInfo", push.dumps(push.dahua(DH, "京A12345")))
+    doc = push.dumps(push.dahua(DH, "京A12345"))
+    ok = await rig.post("/NotificationInfo/TollgateInfo", doc)
     assert ok == (200, {"Result": True})
     await wait_for(lambda: len(flash_writes(rig.board)) == 1)
     assert [(r["reader"], r["result"]) for r in rig.rows()] == [("lpr-dahua", "granted")]
+    # the camera re-sends a record it thinks was lost (same AccurateTime and plate): answered the same,
+    # decided and driven once
+    assert [await rig.post("/NotificationInfo/TollgateInfo", doc) for _ in range(2)] == [ok] * 2
+    later = push.dahua(DH, "京A12345", when=datetime.now(push.CST) + timedelta(seconds=1))
+    assert await rig.post("/NotificationInfo/TollgateInfo", push.dumps(later)) == ok  # a new passage
+    await wait_for(lambda: len(rig.rows()) == 2)
+    await asyncio.sleep(0.3)
+    assert [(r["reader"], r["result"]) for r in rig.rows()] == [("lpr-dahua", "granted")] * 2
 
 
 def _malformed() -> list[tuple[str, str, bytes, str, int, str]]:
@@ -315,11 +325,17 @@ def _malformed() -> list[tuple[str, str, bytes, str, int, str]]:
 async def test_every_malformed_push_gets_a_4xx_with_a_reason_and_decides_nothing(rig: Rig) -> None:
     rig.allow("京A12345")
     got = []
-    for name, path, body, ctype, _status, word in _malformed():
-        code, answer = await rig.post(path, body, ctype)
-        reason = answer.get("error", "") if isinstance(answer, dict) else ""
-        got.append((name, code, word in reason))
+    with capture_logs() as logs:
+        for name, path, body, ctype, _status, word in _malformed():
+            code, answer = await rig.post(path, body, ctype)
+            reason = answer.get("error", "") if isinstance(answer, dict) else ""
+            got.append((name, code, word in reason))
     assert got == [(m[0], m[4], True) for m in _malformed()]
+    refused = [e for e in logs if e["event"] == "lpr_push_refused"]  # each one logged, with its reason
+    assert [(e["log_level"], e["status"], e["path"]) for e in refused] == [
+        ("warning", m[4], m[1]) for m in _malformed()
+    ]
+    assert all(m[5] in e["reason"] for e, m in zip(refused, _malformed(), strict=True))
     async with rig.http.get(rig.base + "/lpr/push") as r:
         assert r.status == 405
     await asyncio.sleep(0.3)
