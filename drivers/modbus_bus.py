@@ -437,20 +437,22 @@ class ModbusBus:
             now = time.monotonic()
             wait = 1.0
             for device_id, dev in list(self._devices.items()):
-                if dev.online:
-                    if self.cfg.keepalive_s <= 0:
-                        continue
-                    due = dev.last_ok + self.cfg.keepalive_s
-                else:
-                    due = dev.next_probe
-                if due <= now:
+                due = self._probe_due(dev)
+                if due is not None and due <= now:
                     await self._probe(device_id)
                     now = time.monotonic()
-                else:
+                    due = self._probe_due(dev)  # its next probe: the backoff, not the 1 s idle wait
+                if due is not None:
                     wait = min(wait, due - now)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(wait, 0.01)):  # not wait_for: it can swallow a cancel
                     await self._wake_prober.wait()
+
+    def _probe_due(self, dev: _Device) -> float | None:
+        """When the prober next owes this device a probe (None: keepalive off and it is online)."""
+        if not dev.online:
+            return dev.next_probe
+        return None if self.cfg.keepalive_s <= 0 else dev.last_ok + self.cfg.keepalive_s
 
     async def _probe(self, device_id: int) -> None:
         if not self._running:

@@ -426,3 +426,39 @@ async def test_a_bus_worker_that_dies_is_restarted_and_the_job_it_held_fails(
     await asyncio.wait_for(bus.write_coil(1, 3, True), 5)  # the restarted worker serves the bus again
     assert sim.coil(1, 3)
     assert [w.address for w in sim.writes_to(1)][-2:] == [2, 3]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "rtu"])
+async def test_probes_of_an_offline_unit_are_short_and_wait_behind_queued_actuations(
+    transport: str, request: pytest.FixtureRequest
+) -> None:
+    """Issue 6 item 3: an offline unit is probed with probe_timeout, not timeout, and only when no
+    actuation is queued: a burst of writes to a healthy unit goes out with no probe between them."""
+    kw = {"timeout": 1.0, "probe_timeout": 0.05, "retries": 0, "offline_after": 1,
+          "probe_min_s": 0.01, "probe_max_s": 0.01}  # fmt: skip
+    async with two_units(transport, request, **kw) as (sim, bus):
+        sim.remove_device(2)
+        assert await fails(bus.read_discrete_inputs(2, 0, 1))
+        assert not bus.is_online(2)
+        before = len(sim.requests_to(2))
+        # three probes in well under two full timeouts: each gives up after probe_timeout
+        assert await eventually(lambda: len(sim.requests_to(2)) >= before + 3, timeout=0.9)
+        sim.set_delay(1, 0.02)  # each write holds the line 20 ms: probes fall due meanwhile (backoff 0.01 s)
+        start = len(sim.requests)
+
+        def write(n: int) -> asyncio.Task[None]:
+            return asyncio.create_task(bus.write_coil(1, n % 8, n % 2 == 0))
+
+        # One write always waits behind the one in flight: each new write is queued after probes that
+        # fell due before it, so only the tiers (actuations first) keep the probes out of the burst.
+        pending = [write(0), write(1)]
+        for n in range(2, 20):
+            await pending.pop(0)  # resumes before the next reply can arrive: the queue is never empty
+            pending.append(write(n))
+        await asyncio.gather(*pending)
+        line = [(r.device_id, r.function_code) for r in sim.requests[start:]]
+        first = line.index((1, 5))
+        last = len(line) - 1 - line[::-1].index((1, 5))
+        assert line[first : last + 1] == [(1, 5)] * 20, line  # no probe between the queued writes
+        assert line[:first].count((2, 1)) <= 1  # at most the probe that was on the line already
+        assert await eventually(lambda: len(sim.requests_to(2)) > before + 3)  # probing goes on after
