@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import structlog
@@ -140,6 +140,7 @@ class Barrier(Device):
         super().__init__(barrier_id, cfg, env)
         self.cfg: BarrierConfig = cfg
         self.bus = env.buses[cfg.bus]
+        self._unlisten: Callable[[], None] | None = None  # removes its bus status listener (stop)
         params = Params(cfg.close_delay_s, cfg.close_timeout_s, cfg.travel_s,
                         up_limit=cfg.up_limit_input is not None, down_limit=cfg.down_limit_input is not None)  # fmt: skip
         self.logic = BarrierLogic(params)
@@ -182,7 +183,8 @@ class Barrier(Device):
     async def start(self, *, fire: bool = False) -> None:
         """Every output off (nothing pulsed), or the open contact held on when a fire is on already."""
         self.bus.register_device(self.cfg.device_id)
-        self.bus.on_status(self._on_status)
+        if self._unlisten is None:
+            self._unlisten = self.bus.on_status(self._on_status)
         self._running = True
         self._coils.start()
         self.logic.start(self._now(), fire)  # its one command (hold_on under fire) is written just below
@@ -203,6 +205,9 @@ class Barrier(Device):
     async def stop(self) -> None:
         """Every output off, timers cancelled: nothing is released and the arm is never sent down."""
         self._running = False
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

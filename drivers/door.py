@@ -89,6 +89,7 @@ class Door(Device):
         self.door_id = door_id
         self.cfg: DoorConfig = cfg
         self.bus = env.buses[cfg.bus]
+        self._unlisten: Callable[[], None] | None = None  # removes its bus status listener (stop)
         self._mode: DoorMode = "normal"
         self._fire = False  # fire linkage: the lock is held released whatever the mode
         self._callbacks: list[InputCallback] = []
@@ -152,7 +153,8 @@ class Door(Device):
     async def start(self, *, fire: bool = False) -> None:
         """Lock coil off (locked), or held released when a fire is already on at start-up."""
         self.bus.register_device(self.cfg.device_id)
-        self.bus.on_status(self._on_status)
+        if self._unlisten is None:
+            self._unlisten = self.bus.on_status(self._on_status)
         self._running = True
         self._fire = fire
         if self.supervisor is not None:
@@ -177,6 +179,9 @@ class Door(Device):
         fire state is kept by the fire linkage and applied again at the next start). Call before the
         bus stops."""
         self._running = False
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
         if self.supervisor is not None:
             self.supervisor.stop()  # its timer too
         for task in (self._closer, self._reassert):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -163,7 +163,7 @@ class Elevator(Device):
         self._pulse_until: dict[Coil, float] = {}  # select / hall-call relay -> loop time it is released
         self._free: frozenset[int] = frozenset()
         self._running = False
-        self._listening: set[str] = set()  # buses whose status this listens to
+        self._listening: dict[str, Callable[[], None]] = {}  # bus -> remover of this lift's status listener
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -207,10 +207,10 @@ class Elevator(Device):
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self, *, fire: bool = False) -> None:
         """Every relay to the safe state (only free floors enabled), or every floor enabled under fire."""
-        for bus_id in {b for b, _ in self._relays.boards} - self._listening:
+        for bus_id in {b for b, _ in self._relays.boards} - set(self._listening):
             bus = self.env.buses[bus_id]
-            bus.on_status(lambda unit, online, err, bus_id=bus_id: self._on_status(bus_id, unit, online))
-            self._listening.add(bus_id)
+            cb = lambda unit, online, err, bus_id=bus_id: self._on_status(bus_id, unit, online)  # noqa: E731
+            self._listening[bus_id] = bus.on_status(cb)
         for b, u in self._relays.boards:
             self.env.buses[b].register_device(u)
         self._fire = fire
@@ -228,6 +228,9 @@ class Elevator(Device):
     async def stop(self) -> None:
         """Grants end, presses release, fire is not applied: the start-up safe state is written."""
         self._running = False
+        for remove in self._listening.values():
+            remove()
+        self._listening.clear()
         tasks = [t for t in (self._timer, *self._tasks) if t is not None]
         for t in tasks:
             t.cancel()

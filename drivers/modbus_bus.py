@@ -129,9 +129,16 @@ class ModbusBus:
     def poll_interval_s(self) -> float:
         return self.cfg.poll_interval_s
 
-    def on_status(self, cb: StatusCallback) -> None:
-        """Add a listener for device online/offline transitions: ``cb(device_id, online, error)``."""
+    def on_status(self, cb: StatusCallback) -> Callable[[], None]:
+        """Add a listener for device online/offline transitions: ``cb(device_id, online, error)``.
+        Returns its remover: a device rebuilt by a reload must not leave its old self listening."""
         self._listeners.append(cb)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(cb)
+
+        return remove
 
     def register_device(self, device_id: int) -> None:
         """Make the bus track a device's health (probes, keepalive). Idempotent."""
