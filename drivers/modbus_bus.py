@@ -26,15 +26,15 @@ import contextlib
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import structlog
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ModbusPDU
-from pymodbus.pdu.bit_message import ReadCoilsRequest, ReadDiscreteInputsRequest
+from pymodbus.pdu.bit_message import ReadDiscreteInputsRequest
 
 from drivers.modbus import ModbusRtuBusConfig, ModbusTcpBusConfig
+from drivers.modbus_jobs import POLL, URGENT, Job, Preempted, StatusCallback, StrayReply, UnitState
 from drivers.modbus_pdu import (
     COIL_OFF,
     COIL_ON,
@@ -48,48 +48,10 @@ from drivers.modbus_pdu import (
     make_client,
     reason,
 )
+from drivers.modbus_probe import Prober
 from edge.supervise import spawn as spawn_supervised
 
 log = structlog.get_logger(__name__)
-
-URGENT, PROBE, POLL = 0, 1, 2
-"""Job priorities within a tier: lower runs first."""
-
-StatusCallback = Callable[[int, bool, "str | None"], None]
-
-
-class _Preempted(Exception):
-    """The in-flight poll/probe was cancelled for an actuation (TCP only); it goes back in the queue."""
-
-
-class _StrayReply(Exception):
-    """RTU has no transaction id: a late reply to an earlier request of the same unit came back."""
-
-
-@dataclass
-class _Job:
-    priority: int
-    seq: int
-    device_id: int
-    request: Callable[[], ModbusPDU]
-    fut: asyncio.Future[ModbusPDU]
-    probe: bool = False
-    retries: int | None = None  # extra attempts left; set at the first dispatch
-    waited: float = 0.0  # seconds this attempt already waited before being preempted
-    cut: bool = False  # preempted at least once
-
-
-@dataclass
-class _Device:
-    online: bool = True
-    failures: int = 0
-    error: str | None = None
-    backoff: float = 0.0
-    next_probe: float = 0.0
-    last_ok: float = field(default_factory=time.monotonic)
-    slow: bool = False  # answered after probe_timeout once: its probes wait the full timeout
-    stalled: bool = False  # its request outlived the preemption grace: cut at once until it answers
-
 
 PREEMPT_GRACE_S = 0.02  # how long an actuation lets a healthy unit's in-flight poll finish (TCP)
 RTU_OVERDUE_RTTS = 3  # an RTU unit this many of its round trips late is cut for an actuation
@@ -109,19 +71,19 @@ class ModbusBus:
     def __init__(self, bus_id: str, cfg: ModbusRtuBusConfig | ModbusTcpBusConfig) -> None:
         self.bus_id = bus_id
         self.cfg = cfg
-        self._devices: dict[int, _Device] = {}
+        self._devices: dict[int, UnitState] = {}
         self._listeners: list[StatusCallback] = []
-        self._jobs: list[_Job] = []  # a handful at most: picked by _rank at each dispatch
+        self._jobs: list[Job] = []  # a handful at most: picked by _rank at each dispatch
         self._work = asyncio.Event()
-        self._inflight: tuple[_Job, asyncio.Future[ModbusPDU]] | None = None
+        self._inflight: tuple[Job, asyncio.Future[ModbusPDU]] | None = None
         self._inflight_at = 0.0  # monotonic time the in-flight request went out
-        self._current: _Job | None = None  # the job the worker holds (failed if the worker dies)
+        self._current: Job | None = None  # the job the worker holds (failed if the worker dies)
         self._seq = itertools.count()
         self._late_from: set[int] = set()  # devices whose last short attempt timed out
         self._rtt_ms: dict[int, float] = {}  # duration of each device's last answered request
         self._client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._wake_prober = asyncio.Event()
+        self._prober = Prober(self)
         self._running = False
         self._log = log.bind(bus=bus_id)
 
@@ -142,7 +104,7 @@ class ModbusBus:
 
     def register_device(self, device_id: int) -> None:
         """Make the bus track a device's health (probes, keepalive). Idempotent."""
-        self._devices.setdefault(device_id, _Device())
+        self._devices.setdefault(device_id, UnitState())
 
     def is_online(self, device_id: int) -> bool:
         dev = self._devices.get(device_id)
@@ -165,7 +127,7 @@ class ModbusBus:
         # (doors granted, nothing switched). It is logged and restarted; one that keeps dying is fatal.
         self._tasks = [
             spawn_supervised(f"modbus-{self.bus_id}-worker", self._worker),
-            spawn_supervised(f"modbus-{self.bus_id}-prober", self._prober),
+            spawn_supervised(f"modbus-{self.bus_id}-prober", self._prober.run),
         ]
         self._log.info("modbus_bus_started", type=self.cfg.type)
 
@@ -189,7 +151,7 @@ class ModbusBus:
 
     def _fail_queued(self, device_id: int | None = None, reason: str = "bus stopped") -> None:
         """Fail queued jobs (of one device, probes excepted, when it goes offline)."""
-        keep: list[_Job] = []
+        keep: list[Job] = []
         for job in self._jobs:
             if device_id is not None and (job.device_id != device_id or job.probe):
                 keep.append(job)
@@ -240,18 +202,18 @@ class ModbusBus:
         if not dev.online:
             raise DeviceUnavailable(f"offline: {dev.error}")
         fut: asyncio.Future[ModbusPDU] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Job(priority, next(self._seq), device_id, request, fut))
+        self._enqueue(Job(priority, next(self._seq), device_id, request, fut))
         return await fut
 
     def _good(self, device_id: int) -> bool:
         dev = self._devices[device_id]
         return dev.online and dev.failures == 0
 
-    def _rank(self, job: _Job) -> tuple[int, int, int]:
+    def _rank(self, job: Job) -> tuple[int, int, int]:
         tier = (0 if job.priority == URGENT else 2) + (0 if self._good(job.device_id) else 1)
         return tier, job.priority, job.seq
 
-    def _enqueue(self, job: _Job) -> None:
+    def _enqueue(self, job: Job) -> None:
         self._jobs.append(job)
         self._work.set()
         if job.priority != URGENT or self._inflight is None:
@@ -272,14 +234,14 @@ class ModbusBus:
             due = max(grace, PREEMPT_GRACE_S) - (time.monotonic() - self._inflight_at)
             later(max(due, 0.0), _cancel_if, self, current.device_id, attempt)
         elif current.probe or not self._good(current.device_id) or dev.stalled:
-            attempt.cancel()  # the worker sees it cancelled and raises _Preempted
+            attempt.cancel()  # the worker sees it cancelled and raises Preempted
         else:
             # A healthy unit answers in a few ms: give it that long. Cutting it at once left its
             # late reply to land beside the next reply, and pymodbus then dropped the next reply
             # too (a fire release held up by a whole timeout). A unit silent past the grace is cut.
             later(PREEMPT_GRACE_S, _cancel_if, self, current.device_id, attempt)
 
-    async def _take(self) -> _Job:
+    async def _take(self) -> Job:
         while not self._jobs:
             self._work.clear()
             await self._work.wait()
@@ -307,7 +269,7 @@ class ModbusBus:
             self._late_from.discard(job.device_id)
             try:
                 resp = await self._execute(job, timeout - job.waited)
-            except _Preempted:
+            except Preempted:
                 job.cut = True
                 self._jobs.append(job)  # keeps its seq: first among its own tier again
                 continue
@@ -319,14 +281,14 @@ class ModbusBus:
                 reason = _reason(exc)
                 if short and isinstance(exc, TimeoutError):
                     self._late_from.add(job.device_id)
-                if not isinstance(exc, _StrayReply):  # a stray reply proves the device is there
+                if not isinstance(exc, StrayReply):  # a stray reply proves the device is there
                     self._failed(job.device_id, reason)
                 if job.retries and dev.online and not job.fut.done():
                     job.retries -= 1
                     job.waited, job.seq = 0.0, next(self._seq)  # behind what was queued meanwhile
                     self._enqueue(job)
                 elif not job.fut.done():
-                    error = ModbusRequestError if isinstance(exc, _StrayReply) else DeviceUnavailable
+                    error = ModbusRequestError if isinstance(exc, StrayReply) else DeviceUnavailable
                     job.fut.set_exception(error(reason))
                 continue
             self._succeeded(job.device_id)
@@ -340,7 +302,7 @@ class ModbusBus:
             else:
                 job.fut.set_result(resp)
 
-    async def _execute(self, job: _Job, timeout: float) -> ModbusPDU:
+    async def _execute(self, job: Job, timeout: float) -> ModbusPDU:
         client = self._client
         assert client is not None
         if job.probe and client.connected and not any(d.online for d in self._devices.values()):
@@ -368,16 +330,16 @@ class ModbusBus:
                 await asyncio.wait({attempt})  # unlike awaiting it, never swallows our own cancel
         if attempt.cancelled():
             if spent < timeout:
-                raise _Preempted
+                raise Preempted
             raise TimeoutError
         try:
             resp = attempt.result()
         except ModbusIOException as exc:
             if "but received" in str(exc):  # pymodbus: a reply from another unit (a late one, on RTU)
-                raise _StrayReply(f"late reply from another unit to an earlier request: {exc}") from exc
+                raise StrayReply(f"late reply from another unit to an earlier request: {exc}") from exc
             raise
         if resp.function_code & 0x7F != request.function_code:
-            raise _StrayReply(f"late reply (fc {resp.function_code}) to an earlier request")
+            raise StrayReply(f"late reply (fc {resp.function_code}) to an earlier request")
         self._rtt_ms[job.device_id] = spent * 1e3
         return resp
 
@@ -425,7 +387,7 @@ class ModbusBus:
                 self._log.warning("modbus_device_offline", device_id=device_id, error=reason)
                 self._fail_queued(device_id, f"offline: {reason}")
                 self._notify(device_id, False, reason)
-                self._wake_prober.set()
+                self._prober.wake()
         else:
             dev.backoff = min(max(dev.backoff * 2, self.cfg.probe_min_s), self.cfg.probe_max_s)
             dev.next_probe = time.monotonic() + dev.backoff
@@ -437,48 +399,9 @@ class ModbusBus:
             except Exception:  # a listener bug must not stop the bus
                 self._log.exception("modbus_status_callback_failed", device_id=device_id)
 
-    async def _prober(self) -> None:
-        """Probe offline devices on their backoff schedule; keepalive-probe quiet online ones."""
-        while self._running:
-            self._wake_prober.clear()
-            now = time.monotonic()
-            wait = 1.0
-            for device_id, dev in list(self._devices.items()):
-                due = self._probe_due(dev)
-                if due is not None and due <= now:
-                    await self._probe(device_id)
-                    now = time.monotonic()
-                    due = self._probe_due(dev)  # its next probe: the backoff, not the 1 s idle wait
-                if due is not None:
-                    wait = min(wait, due - now)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(wait, 0.01)):  # not wait_for: it can swallow a cancel
-                    await self._wake_prober.wait()
-
-    def _probe_due(self, dev: _Device) -> float | None:
-        """When the prober next owes this device a probe (None: keepalive off and it is online)."""
-        if not dev.online:
-            return dev.next_probe
-        return None if self.cfg.keepalive_s <= 0 else dev.last_ok + self.cfg.keepalive_s
-
-    async def _probe(self, device_id: int) -> None:
-        if not self._running:
-            return
-        dev = self._devices[device_id]
-        if dev.online:
-            dev.last_ok = time.monotonic()  # next keepalive one period later, whatever the outcome
-        else:
-            dev.next_probe = time.monotonic() + max(dev.backoff, self.cfg.probe_min_s)  # until the result
-        fut: asyncio.Future[ModbusPDU] = asyncio.get_running_loop().create_future()
-        read = lambda: ReadCoilsRequest(address=0, count=1, dev_id=device_id)  # noqa: E731
-        self._enqueue(_Job(PROBE, next(self._seq), device_id, read, fut, probe=True))
-        # Any answer, even a Modbus exception, proves the device is alive; failures are counted by the worker.
-        with contextlib.suppress(DeviceUnavailable):
-            await fut
-
 
 def _reason(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, _StrayReply) else reason(exc)
+    return str(exc) if isinstance(exc, StrayReply) else reason(exc)
 
 
 __all__ = [
