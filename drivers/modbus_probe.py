@@ -33,16 +33,15 @@ class Prober:
         """Probe offline devices on their backoff schedule; keepalive-probe quiet online ones."""
         while self.bus._running:
             self._wake.clear()
-            now = time.monotonic()
-            wait = 1.0
+            next_due = time.monotonic() + 1.0
             for device_id, dev in list(self.bus._devices.items()):
                 due = self.due(dev)
-                if due is not None and due <= now:
+                if due is not None and due <= time.monotonic():
                     await self.probe(device_id)
-                    now = time.monotonic()
                     due = self.due(dev)  # its next probe: the backoff, not the 1 s idle wait
                 if due is not None:
-                    wait = min(wait, due - now)
+                    next_due = min(next_due, due)
+            wait = next_due - time.monotonic()  # measured after every probe of this round
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(wait, 0.01)):  # not wait_for: it can swallow a cancel
                     await self._wake.wait()
@@ -67,3 +66,5 @@ class Prober:
         # Any answer, even a Modbus exception, proves the device is alive; failures are counted by the worker.
         with contextlib.suppress(DeviceUnavailable):
             await fut
+        if dev.online:  # the keepalive period runs from the end of the probe (it may have queued)
+            dev.last_ok = max(dev.last_ok, time.monotonic())

@@ -321,10 +321,16 @@ class Gateway:
             return {}
         try:
             facts = device.action_facts(action, args, error)
+            out: dict[str, Any] = {}
+            if facts.get("direction") in ("in", "out"):
+                out["direction"] = facts["direction"]
+            floors = facts.get("floors")
+            if isinstance(floors, tuple) and floors and all(type(f) is int for f in floors):
+                out["floors"] = floors
+            return out
         except Exception:
             log.exception("action_facts_failed", target=target, action=action)
             return {}
-        return {k: v for k, v in facts.items() if k in ("direction", "floors")}
 
     def emit(self, spec: EventSpec) -> None:
         """An event a device or service raised on its own (alarm, input, fire): committed like any."""

@@ -449,11 +449,11 @@ async def test_probes_of_an_offline_unit_are_short_and_wait_behind_queued_actuat
         def write(n: int) -> asyncio.Task[None]:
             return asyncio.create_task(bus.write_coil(1, n % 8, n % 2 == 0))
 
-        # One write always waits behind the one in flight: each new write is queued after probes that
-        # fell due before it, so only the tiers (actuations first) keep the probes out of the burst.
-        pending = [write(0), write(1)]
-        for n in range(2, 20):
-            await pending.pop(0)  # resumes before the next reply can arrive: the queue is never empty
+        # Writes always wait behind the one in flight: each new write is queued after probes that fell
+        # due before it, so only the tiers (actuations first) keep the probes out of the burst.
+        pending = [write(n) for n in range(4)]
+        for n in range(4, 20):
+            await pending.pop(0)  # three more still queued: the queue is never empty of writes
             pending.append(write(n))
         await asyncio.gather(*pending)
         line = [(r.device_id, r.function_code) for r in sim.requests[start:]]

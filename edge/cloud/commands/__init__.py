@@ -124,8 +124,10 @@ def _report(
     facts: dict[str, Any] = {}
     if c is not None and c.act not in GATEWAY_ACTIONS:
         device = c.target
-        args = {"floor": c.floor, "floors": c.floors, "seconds": c.seconds, "by": c.by}
-        facts = ctx.gate.action_facts(c.target, c.act, args, error)
+        try:
+            facts = ctx.gate.action_facts(c.target, c.act, elevator.args_of(c), error)
+        except Exception:  # the fields are optional: never lose the event and result for them
+            log.exception("command_facts_failed", jti=jti)
     event = Event(
         id=new_event_id(),
         ts=ts,
