@@ -110,57 +110,9 @@ def _describe(model: Any) -> str:
 
 
 def cmd_token_verify(args: argparse.Namespace) -> int:
-    from edge.clock import ClockState
-    from edge.engine import DeviceContext, decide_token
-    from edge.model import Presentation
-    from edge.store import WhitelistStore
-    from edge.tokens import TokenClaims, verify_token
-    from edge.trust import build_policy
+    from edge.cli_token import verify
 
-    cfg = _load(args.config)
-    zone = args.zone or next((getattr(d, "zone", "") for _, _, d in cfg.devices()), "")
-    db = cfg.gateway.data_dir / "whitelist.db"
-    _data_dir(cfg)
-    store = WhitelistStore(db)
-    try:
-        now = float(args.now) if args.now is not None else time.time()
-        trusted = (
-            True
-            if args.now is not None
-            else ClockState(None if cfg.trust.require_clock_sync else True).synced()
-        )
-        verified = verify_token(args.token.strip(), build_policy(cfg, store), now, clock_trusted=trusted)
-        revoked, used = False, 0
-        if isinstance(verified, TokenClaims):
-            revoked = store.is_revoked(verified.jti, now)
-            used = store.uses(verified.jti)
-        d = decide_token(
-            Presentation("token", args.token, "qr", None),
-            verified,
-            DeviceContext("cli", zone),
-            revoked=revoked,
-            used=used,
-        )
-    finally:
-        store.close()
-    out = {
-        "result": d.result,
-        "reason": d.reason,
-        "subject": d.subject,
-        "floors": list(d.floors) if d.floors is not None else None,
-    }
-    if args.verbose:
-        out.update(
-            {
-                "jti": d.jti,
-                "zone": zone,
-                "now": int(now),
-                "clock_trusted": trusted,
-                "detail": getattr(verified, "detail", ""),
-            }
-        )
-    _print(out)
-    return 0 if d.granted else 1
+    return verify(args)
 
 
 def cmd_whitelist(args: argparse.Namespace) -> int:

@@ -279,3 +279,70 @@ async def test_edge_run_opens_the_door_for_a_listed_legacy_code(tmp_path: Path) 
             daemon.finish()
             server.cancel()
             await asyncio.gather(server, return_exceptions=True)
+
+
+# --- a phone over NFC: the same code in an NDEF text record, through nfcpy's udp driver --------------
+
+
+async def test_a_phone_tapped_with_a_legacy_code_is_decided_as_that_code(tmp_path: Path) -> None:
+    from edge.sim.nfc_card import FelicaCard, ndef_text
+    from tests.test_nfc import free_udp_port
+
+    port, field = free_port(), free_udp_port()
+    board = RelayBoardSim(device_ids=[1])
+    server = asyncio.create_task(board.serve_tcp("127.0.0.1", port))
+    await asyncio.sleep(0.1)
+    reader = {"type": "nfc", "device": f"udp:127.0.0.1:{field}", "ndef_tokens": True}
+    legacy = {"enabled": True, "key": KEY, "iv": IV}
+    gw = Gateway(load_config(_cfg(tmp_path, legacy, port, **{"nfc-north": reader})))
+    try:
+        gw.store.import_entries([entry()])
+        await gw.start()
+        await wait_for(lambda: gw.devices["north-gate"].online)
+        phone = FelicaCard(field, idm="02FE0102030405AB", ndef=ndef_text(code(now=time.time())))
+        phone.place()
+        try:
+            await wait_for(lambda: any(r["method"] == "nfc" for r in outbox_rows(tmp_path / "data")), 15)
+        finally:
+            phone.lift()
+        rows = [r for r in outbox_rows(tmp_path / "data") if r["method"] == "nfc"]
+        assert [(r["result"], r["reason"], r["subject"]) for r in rows] == [("granted", "ok", "resident:1042")]
+        assert str(rows[0]["credential"]).startswith("ejyy:1:1042:18:")
+        await wait_for(lambda: len(flash_writes(board)) == 1)
+        assert phone.errors == []
+    finally:
+        await gw.stop()
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
+
+
+def test_edge_token_verify_explains_a_legacy_code(tmp_path: Path) -> None:
+    """`edge token verify` decides an ejyy code as the gateway would: against its whitelist entry."""
+    import json
+    import subprocess
+    import sys
+
+    from edge.store import WhitelistStore
+    from tests.support.daemon import ROOT
+
+    on = _cfg(tmp_path, {"enabled": True, "key": KEY, "iv": IV})
+    (tmp_path / "data").mkdir()
+    store = WhitelistStore(tmp_path / "data" / "whitelist.db")
+    store.import_entries([entry()])
+    store.close()
+
+    def verify(cfg: Path, text: str) -> tuple[int, dict[str, Any]]:
+        r = subprocess.run([sys.executable, "-m", "edge.cli", "token", "verify", "-v", "-c", str(cfg), text],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+        return r.returncode, json.loads(r.stdout)
+
+    now = time.time()
+    rc, out = verify(on, code(now=now))
+    assert (rc, out["result"], out["reason"], out["subject"]) == (0, "granted", "ok", "resident:1042")
+    assert str(out["credential"]).startswith("ejyy:1:1042:18:")
+    rc, out = verify(on, code(1043, 18, now=now))  # decrypts, but nobody listed
+    assert (rc, out["reason"]) == (1, "unknown_credential")
+    rc, out = verify(on, code(age_s=400, now=now))
+    assert (rc, out["reason"]) == (1, "expired")
+    rc, out = verify(_cfg(tmp_path, None), code(now=now))  # legacy codes off: not a token at all
+    assert (rc, out["reason"]) == (1, "malformed")
