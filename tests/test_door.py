@@ -246,3 +246,26 @@ async def test_tcp_board_goes_away_and_comes_back() -> None:
     finally:
         await door.stop()
         await bus.stop()
+
+
+async def test_a_door_started_again_after_stop_still_restores_its_state_when_its_board_returns(
+    tcp_setup: tuple[RelayBoardSim, ModbusBus],
+) -> None:
+    """stop() drops the door's bus listener (a reload must leave none behind); start() takes it again,
+    so a rebooted board (coils off) still gets the door's hold_open written back."""
+    sim, bus = tcp_setup
+    door = Door("d1", door_cfg(exit_button_input=0), env_for(bus))  # polled: the outage is noticed
+    await door.start()
+    await door.stop()
+    await door.start()
+    try:
+        await door.set_mode("hold_open")
+        assert sim.coil(1, 2)
+        sim.remove_device(1)
+        assert await eventually(lambda: not door.online)
+        sim.add_device(1)  # back after a power cycle: every coil off
+        assert await eventually(lambda: door.online)
+        assert await eventually(lambda: sim.coil(1, 2))  # written again by the door's status listener
+    finally:
+        await door.stop()
+    assert not sim.coil(1, 2)
