@@ -10,7 +10,6 @@ not exactly as specified is ``malformed`` rather than "probably fine".
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from collections.abc import Mapping
@@ -19,10 +18,14 @@ from types import MappingProxyType
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.limits import FLOOR_MAX, FLOOR_MIN, INT64_MAX, SECONDS_MAX, UNIX_S_MAX, int_in
+from edge.token_keys import b64url_encode
+from edge.token_keys import generate_keypair as generate_keypair  # re-exported: keys and minting
+from edge.token_keys import mint_token as mint_token
+from edge.token_keys import public_key_b64 as public_key_b64
+from edge.token_keys import public_key_from_b64 as public_key_from_b64
 
 KINDS = frozenset({"resident", "visitor", "staff"})
 ACTIONS = frozenset({"open", "hold_open", "lock", "normal", "elevator_call", "elevator_grant", "sync"})
@@ -129,45 +132,6 @@ class _Parsed:
     claims: dict[str, Any]
     signing_input: bytes
     signature: bytes
-
-
-# --- keys and minting (cloud simulator, demo, tests) ---------------------------------------------
-
-
-def b64url_encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def public_key_from_b64(b64: str) -> Ed25519PublicKey:
-    """base64url (padding optional, as config files may carry it) -> key, or ValueError."""
-    if not isinstance(b64, str) or not _SEGMENT.fullmatch(b64.rstrip("=")):
-        raise ValueError("not base64url")
-    try:
-        raw = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("not base64url") from exc
-    if len(raw) != 32:
-        raise ValueError(f"an Ed25519 public key is 32 bytes, this is {len(raw)}")
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
-def public_key_b64(private_key: Ed25519PrivateKey) -> str:
-    raw = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return b64url_encode(raw)
-
-
-def generate_keypair() -> tuple[Ed25519PrivateKey, str]:
-    """A fresh signing key and its public key as unpadded base64url (what config `trust.keys` holds)."""
-    key = Ed25519PrivateKey.generate()
-    return key, public_key_b64(key)
-
-
-def mint_token(private_key: Ed25519PrivateKey, kid: str, claims: dict[str, Any]) -> str:
-    """Sign ``claims`` as a compact JWS with header {"alg": "EdDSA", "kid": kid} (tokens and commands)."""
-    header = json.dumps({"alg": "EdDSA", "kid": kid}, separators=(",", ":")).encode()
-    body = json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    signing_input = f"{b64url_encode(header)}.{b64url_encode(body)}".encode("ascii")
-    return f"{signing_input.decode('ascii')}.{b64url_encode(private_key.sign(signing_input))}"
 
 
 # --- strict parsing (step 1) ---------------------------------------------------------------------
