@@ -29,7 +29,6 @@ from typing import Any
 
 import structlog
 
-from edge.db import connect_wal
 from edge.model import Entry
 from edge.store_codec import (
     InvalidEntry,
@@ -44,6 +43,19 @@ from edge.store_codec import (
     require_str,
     row_from_wire,
     row_of_entry,
+)
+from edge.store_schema import (
+    FIELDS,
+    FROM_JSON,
+    IMPORT_ID,
+    SCHEMA,
+    SLICE,
+    SNAP_KEYS,
+    SYNCED_AT,
+    USES,
+    Abandoned,
+    Txn,
+    connect,
 )
 
 __all__ = ["InvalidEntry", "WhitelistStore", "entry_from_wire", "entry_to_wire", "normalize_value"]
@@ -63,55 +75,6 @@ def on_entries_changed(cb: EntriesListener) -> None:
         _entry_listeners.append(cb)
 
 
-_FIELDS = "kind, value, subject, zones, floors, vfrom, vuntil, windows, blocked"
-_SLICE = 1000  # rows per JSON text when staging
-_IMPORT_ID = "import:"  # collection ids of CLI imports (never remembered as cloud snapshot ids)
-
-
-class _Abandoned(Exception):
-    """The collection being written was replaced by another writer (a CLI import elsewhere)."""
-
-
-_FROM_JSON = ", ".join(f"j.value->>{i}" for i in range(9))  # a row's columns out of its JSON array
-_ENTRY_TABLE = """CREATE TABLE IF NOT EXISTS entries_{}(kind TEXT NOT NULL, value TEXT NOT NULL,
-  subject TEXT NOT NULL, zones TEXT NOT NULL, floors TEXT, vfrom INTEGER, vuntil INTEGER, windows TEXT,
-  blocked INTEGER NOT NULL, PRIMARY KEY(kind, value)) WITHOUT ROWID;"""
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
-{_ENTRY_TABLE.format("a")}
-{_ENTRY_TABLE.format("b")}
-CREATE TABLE IF NOT EXISTS staging(part INTEGER PRIMARY KEY, rows TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS staged(part INTEGER NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,
-  subject TEXT NOT NULL, zones TEXT NOT NULL, floors TEXT, vfrom INTEGER, vuntil INTEGER, windows TEXT,
-  blocked INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS revoked(jti TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS keys(kid TEXT PRIMARY KEY, key TEXT) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS snap_seen(id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta VALUES ('version', 0), ('active', 'a'), ('count', 0);
-"""
-_USES = "CREATE TABLE IF NOT EXISTS uses(jti TEXT PRIMARY KEY, n INTEGER NOT NULL, expires INTEGER NOT NULL)"
-_SNAP_KEYS = ("snap_id", "snap_version", "snap_parts")
-_SYNCED_AT = "INSERT OR REPLACE INTO meta VALUES ('synced_at', ?)"  # unix ms of the last applied change
-
-
-def _connect(path: Path, *, autocheckpoint: bool = True) -> sqlite3.Connection:
-    return connect_wal(path, journal_limit_mb=64, timeout=30.0, autocheckpoint=autocheckpoint)
-
-
-class _Txn:
-    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error (connections run in autocommit mode)."""
-
-    def __init__(self, con: sqlite3.Connection) -> None:
-        self.con = con
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.con.execute("BEGIN IMMEDIATE")
-        return self.con
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.con.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
-
 class WhitelistStore:
     """Three connections: a read connection for the loop thread, a writer (deltas, snapshots, imports;
     worker threads, behind a lock) and one on a separate ``*.uses.db`` file for per-jti use counts, so
@@ -121,15 +84,15 @@ class WhitelistStore:
         self.path = Path(path)
         self._wlock = threading.Lock()
         self._alock: asyncio.Lock | None = None
-        self._w = _connect(self.path, autocheckpoint=False)  # checkpoints: after a swap and every purge
-        self._w.executescript(_SCHEMA)
+        self._w = connect(self.path, autocheckpoint=False)  # checkpoints: after a swap and every purge
+        self._w.executescript(SCHEMA)
         self._w.execute("PRAGMA cache_size=-65536")
-        self._r = _connect(self.path, autocheckpoint=False)
+        self._r = connect(self.path, autocheckpoint=False)
         self._r.execute("PRAGMA mmap_size=268435456")  # page reads without a syscall each
         self._u_path = self.path.with_name(self.path.stem + ".uses.db")
-        self._u = _connect(self._u_path)
+        self._u = connect(self._u_path)
         self._uc: sqlite3.Connection | None = None  # checkpoints of the uses file (purge thread)
-        self._u.execute(_USES)
+        self._u.execute(USES)
         self._ckpt: threading.Thread | None = None
         meta = dict(self._w.execute("SELECT k, v FROM meta").fetchall())
         self._set_active(meta["active"])
@@ -137,7 +100,7 @@ class WhitelistStore:
         sid = meta.get("snap_id")
         self._snap = (
             None
-            if sid is None or str(sid).startswith(_IMPORT_ID)  # an import that died half-way: cleared later
+            if sid is None or str(sid).startswith(IMPORT_ID)  # an import that died half-way: cleared later
             else (sid, int(meta["snap_version"]), int(meta["snap_parts"]))
         )
         self._checked = time.monotonic()
@@ -199,26 +162,26 @@ class WhitelistStore:
     def _reset_staging(self, snap: tuple[str, int, int] | None) -> None:
         """Forget staged rows and parts, empty the inactive table (SQLite truncates it: no per-row work);
         remember ``snap`` as the collection under way (on disk too, so other processes see it)."""
-        with _Txn(self._w) as w:
+        with Txn(self._w) as w:
             w.execute(f"DELETE FROM entries_{self._inactive(w)}")
             w.execute("DELETE FROM staging")
             w.execute("DELETE FROM staged")
-            w.execute("DELETE FROM meta WHERE k IN (?, ?, ?)", _SNAP_KEYS)
+            w.execute("DELETE FROM meta WHERE k IN (?, ?, ?)", SNAP_KEYS)
             if snap is not None:
-                w.executemany("INSERT INTO meta VALUES (?, ?)", zip(_SNAP_KEYS, snap, strict=True))
-                if not snap[0].startswith(_IMPORT_ID):
+                w.executemany("INSERT INTO meta VALUES (?, ?)", zip(SNAP_KEYS, snap, strict=True))
+                if not snap[0].startswith(IMPORT_ID):
                     w.execute("INSERT OR REPLACE INTO snap_seen VALUES (?, ?)", (snap[0], time.time_ns()))
                     sql = "DELETE FROM snap_seen WHERE id NOT IN (SELECT id FROM snap_seen ORDER BY at DESC LIMIT ?)"
                     w.execute(sql, (_SEEN_KEEP,))
-        self._snap = None if snap is None or snap[0].startswith(_IMPORT_ID) else snap
+        self._snap = None if snap is None or snap[0].startswith(IMPORT_ID) else snap
 
     @staticmethod
     def _inactive(w: sqlite3.Connection, sid: str | None = None) -> str:
-        """The inactive table, read from disk. With ``sid``: raise _Abandoned unless that collection is
+        """The inactive table, read from disk. With ``sid``: raise Abandoned unless that collection is
         still the one under way (a CLI import in another process replaces it, and may have swapped)."""
         meta = dict(w.execute("SELECT k, v FROM meta WHERE k IN ('active', 'snap_id')"))
         if sid is not None and meta.get("snap_id") != sid:
-            raise _Abandoned(f"{sid} was replaced by {meta.get('snap_id') or 'a swap'}")
+            raise Abandoned(f"{sid} was replaced by {meta.get('snap_id') or 'a swap'}")
         return "b" if meta["active"] == "a" else "a"
 
     def _stage_rows(self, rows: list[Row], part: int, sid: str) -> None:
@@ -227,20 +190,20 @@ class WhitelistStore:
         into that table as B-tree appends: no second copy, nothing left to sort. Otherwise they go to
         ``staged`` (a rowid table) and are sorted in once, at the swap. Either way one transaction."""
         keys = [(r[0], r[1]) for r in rows]
-        with _Txn(self._w) as w:
+        with Txn(self._w) as w:
             t = self._inactive(w, sid)
             fast = bool(keys) and all(k0 < k1 for k0, k1 in itertools.pairwise(keys))
             if fast:
                 last = w.execute(f"SELECT kind, value FROM entries_{t} ORDER BY kind DESC, value DESC LIMIT 1").fetchone()
                 fast = last is None or tuple(last) < keys[0]
             if fast:
-                sql = f"INSERT INTO entries_{t} SELECT {_FROM_JSON} FROM json_each(?2) j"
+                sql = f"INSERT INTO entries_{t} SELECT {FROM_JSON} FROM json_each(?2) j"
             else:
-                sql = f"INSERT INTO staged SELECT ?1, {_FROM_JSON} FROM json_each(?2) j"
+                sql = f"INSERT INTO staged SELECT ?1, {FROM_JSON} FROM json_each(?2) j"
             # JSON texts unpacked by SQLite in C instead of binding rows one by one; in slices, because
             # json.dumps holds the GIL throughout and the decision loop must not wait long for it
-            for i in range(0, len(rows), _SLICE):
-                w.execute(sql, (part, dumps(rows[i : i + _SLICE])))
+            for i in range(0, len(rows), SLICE):
+                w.execute(sql, (part, dumps(rows[i : i + SLICE])))
             w.execute("INSERT OR REPLACE INTO staging VALUES (?, '')", (part,))
 
     def _build_and_swap(self, version: int, sid: str, *, force: bool = False) -> bool:
@@ -249,22 +212,22 @@ class WhitelistStore:
         one, unless forced (an import). A key sent twice keeps the row written last (sorted-in rows are
         written after fast-path rows; among them the higher part, then the later row, wins)."""
         t0 = time.perf_counter()
-        with _Txn(self._w) as w:
+        with Txn(self._w) as w:
             new = self._inactive(w, sid)
             cur = int(w.execute("SELECT v FROM meta WHERE k = 'version'").fetchone()[0])
             ok = force or version >= cur
             n = 0
             if ok:
                 w.execute(
-                    f"INSERT OR REPLACE INTO entries_{new} SELECT {_FIELDS} FROM staged "
+                    f"INSERT OR REPLACE INTO entries_{new} SELECT {FIELDS} FROM staged "
                     "ORDER BY kind, value, part, rowid"
                 )
                 n = w.execute(f"SELECT count(*) FROM entries_{new}").fetchone()[0]
                 w.executemany(
                     "UPDATE meta SET v = ? WHERE k = ?", ((new, "active"), (version, "version"), (n, "count"))
                 )
-                w.execute(_SYNCED_AT, (int(time.time() * 1000),))
-            w.execute("DELETE FROM meta WHERE k IN (?, ?, ?)", _SNAP_KEYS)
+                w.execute(SYNCED_AT, (int(time.time() * 1000),))
+            w.execute("DELETE FROM meta WHERE k IN (?, ?, ?)", SNAP_KEYS)
             w.execute("DELETE FROM staging")
             w.execute("DELETE FROM staged")
         if ok:
@@ -281,7 +244,7 @@ class WhitelistStore:
         A snapshot being collected is abandoned (its later parts are ignored); if one starts in another
         process during the import, the import fails with nothing changed (run it again)."""
         v = 0 if version is None else int_field(version, "version", 0)  # before anything is touched
-        sid = f"{_IMPORT_ID}{os.getpid()}-{time.time_ns()}"
+        sid = f"{IMPORT_ID}{os.getpid()}-{time.time_ns()}"
         with self._wlock:
             self._reset_staging((sid, v, 0))
             rows: list[Row] = []
@@ -295,7 +258,7 @@ class WhitelistStore:
                         rows = []
                 self._stage_rows(rows, part + 1, sid)
                 self._build_and_swap(v, sid, force=True)  # an import may go back in version
-            except _Abandoned as exc:
+            except Abandoned as exc:
                 raise RuntimeError(f"import abandoned: {exc}; nothing changed, run it again") from None
             except BaseException:
                 self._reset_staging(None)  # the list in use is untouched; leave no half import behind
@@ -333,7 +296,7 @@ class WhitelistStore:
         return ok
 
     def _apply_delta(self, frm: int, to: int, ops: list[tuple[Any, ...]]) -> bool:
-        with self._wlock, _Txn(self._w) as w:
+        with self._wlock, Txn(self._w) as w:
             # read from disk, not memory: a CLI import in another process may have swapped the tables
             meta = dict(w.execute("SELECT k, v FROM meta WHERE k IN ('active', 'version', 'count')"))
             if int(meta["version"]) != frm:
@@ -357,7 +320,7 @@ class WhitelistStore:
                 else:
                     w.execute("INSERT OR REPLACE INTO keys VALUES (?, ?)", op[1:])
             w.executemany("UPDATE meta SET v = ? WHERE k = ?", ((to, "version"), (n, "count")))
-            w.execute(_SYNCED_AT, (int(time.time() * 1000),))
+            w.execute(SYNCED_AT, (int(time.time() * 1000),))
         self._version, self._count = to, n  # reached only after COMMIT
         return True
 
@@ -406,7 +369,7 @@ class WhitelistStore:
                 if self._w.execute("SELECT count(*) FROM staging").fetchone()[0] < n:
                     return False
                 ok = self._build_and_swap(version, sid)
-            except _Abandoned as exc:  # a CLI import in another process replaced the list meanwhile
+            except Abandoned as exc:  # a CLI import in another process replaced the list meanwhile
                 self._snap = None
                 log.warning("snapshot_abandoned", id=sid, part=i, reason=str(exc))
                 return False
@@ -431,7 +394,7 @@ class WhitelistStore:
             # own connection: a sqlite3 connection used from two threads at once fails at random
             # ("table is locked", "not an error"), and the loop thread keeps using self._u
             if self._uc is None:
-                self._uc = _connect(self._u_path)
+                self._uc = connect(self._u_path)
             self._uc.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
