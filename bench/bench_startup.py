@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge.model import Entry  # noqa: E402
 from edge.sim.relay_board import RelayBoardSim  # noqa: E402
+from edge.sim.systemd_notify import NotifySocket  # noqa: E402
 from edge.store import WhitelistStore  # noqa: E402
 from tests.support.gateway import Signer, free_port, gateway_config  # noqa: E402
 from tests.support.ptys import PtyPair  # noqa: E402
@@ -97,41 +97,11 @@ def proc_status(pid: int) -> dict[str, float]:
     return out
 
 
-class Notify:
-    """The systemd end: READY=1's arrival time (time.monotonic)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.05)
-        self.ready_at: float | None = None
-        self._halt = threading.Event()
-        self._t = threading.Thread(target=self._pump, daemon=True)
-        self._t.start()
-
-    def _pump(self) -> None:
-        while not self._halt.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if self.ready_at is None and b"READY=1" in data.split(b"\n"):
-                self.ready_at = time.monotonic()
-
-    def close(self) -> None:
-        self._halt.set()
-        self._t.join(2)
-        self.sock.close()
-
-
 class Run:
     """One `edge run`: spawn time, READY time, its JSON log lines with their arrival times."""
 
-    def __init__(self, cfg: Path, notify: Notify, extra: list[str] | None = None) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": str(notify.path)}
+    def __init__(self, cfg: Path, notify: NotifySocket, extra: list[str] | None = None) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": notify.address}
         env["SPAWN_T0"] = str(time.monotonic())  # read by startup_phases.py
         env.pop("WATCHDOG_USEC", None)
         self.notify = notify
@@ -232,7 +202,7 @@ async def series(
         if cold and src is not None:
             evict(d / "data" / "whitelist.db")
         (d / "notify.sock").unlink(missing_ok=True)
-        notify = Notify(d / "notify.sock")
+        notify = NotifySocket(str(d / "notify.sock"))
         run = Run(cfg, notify, extra)
         try:
             took = await run.ready()

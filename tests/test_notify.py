@@ -15,7 +15,6 @@ import fcntl
 import os
 import signal
 import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -25,57 +24,13 @@ import pytest
 
 from edge.notify import Notifier, watchdog_period
 from edge.sim.relay_board import RelayBoardSim
+from edge.sim.systemd_notify import notify_socket
 from tests.support.daemon import Daemon
 from tests.support.gateway import Signer, gateway_config
 from tests.support.modbus import eventually, free_port, tcp_board
 from tests.support.ptys import PtyPair
 
 SHM_READ_LOCKS = (123, 5)  # SQLite's WAL_READ_LOCK(0..4): offset 120 + 3, five bytes
-
-
-class NotifySocket:
-    """The systemd end of the protocol: every datagram, split into fields, with its arrival time."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
-        self.sock.settimeout(0.1)
-        self.messages: list[tuple[float, dict[str, str]]] = []
-        self._halt = threading.Event()
-        self._t = threading.Thread(target=self._pump, daemon=True)
-        self._t.start()
-
-    def _pump(self) -> None:
-        while not self._halt.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
-            self.messages.append((time.monotonic(), fields))
-
-    def times(self, key: str, value: str | None = None) -> list[float]:
-        return [t for t, f in list(self.messages) if key in f and (value is None or f[key] == value)]
-
-    def statuses(self) -> list[str]:
-        return [f["STATUS"] for _, f in list(self.messages) if "STATUS" in f]
-
-    def close(self) -> None:
-        self._halt.set()
-        self._t.join(2)
-        self.sock.close()
-
-
-@contextlib.contextmanager
-def notify_socket(address: str) -> Iterator[NotifySocket]:
-    ns = NotifySocket(address)
-    try:
-        yield ns
-    finally:
-        ns.close()
 
 
 @contextlib.asynccontextmanager
