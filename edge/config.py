@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from pydantic import (
 
 from drivers.modbus import BusConfig
 from drivers.registry import DEVICE_KINDS, READER_TYPES, SECTIONS, load_drivers
+from edge.token_keys import public_key_from_b64
 from edge.yaml_load import Lines, YamlProblem, load_yaml
 
 MAX_BYTES = 256 * 1024  # a gateway config is a few KB; past this it is a wrong file, not a config
@@ -53,17 +52,6 @@ class GatewaySection(_Strict):
         except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a tzdata dir, a huge name
             raise ValueError(f"unknown time zone {v[:64]!r}") from exc
         return v
-
-
-def decode_ed25519_key(v: str) -> bytes:
-    """base64url (padding optional) -> 32 raw bytes, or ValueError."""
-    try:
-        raw = base64.urlsafe_b64decode(v + "=" * (-len(v) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("not base64url") from exc
-    if len(raw) != 32:
-        raise ValueError(f"an Ed25519 public key is 32 bytes, this is {len(raw)}")
-    return raw
 
 
 _TEN_YEARS_S = 10 * 365 * 86400  # a token lifetime past this is a typo, not a policy
@@ -109,7 +97,7 @@ class TrustSection(_Strict):
     def _keys(cls, v: dict[str, str]) -> dict[str, str]:
         for kid, key in v.items():
             try:
-                decode_ed25519_key(key)
+                public_key_from_b64(key)  # the trust policy's own decoder: refused here, not at start
             except ValueError as exc:
                 raise ValueError(f"key {kid!r}: {exc}") from exc
         return v
