@@ -174,6 +174,11 @@ class Barrier(Device):
         bus = self.bus.cfg
         return 2 * bus.timeout * (bus.retries + 1) + 1.0
 
+    def inputs(self) -> dict[str, tuple[str, int, int]]:
+        cfg = self.cfg
+        roles = (("loop", cfg.loop_input), ("up_limit", cfg.up_limit_input), ("down_limit", cfg.down_limit_input))
+        return {role: (cfg.bus, cfg.device_id, a) for role, a in roles if a is not None}
+
     def status(self) -> dict[str, Any]:
         lg = self.logic
         return {"kind": self.kind, "arm": lg.arm, "vehicle": lg.loop, "fire": lg.fire,
@@ -189,13 +194,11 @@ class Barrier(Device):
         self._coils.start()
         self.logic.start(self._now(), fire)  # its one command (hold_on under fire) is written just below
         await self._safe_outputs("barrier_initial_outputs_failed")
-        inputs, bus, unit = self.env.inputs, self.cfg.bus, self.cfg.device_id
-        inputs.watch(bus, unit, self.cfg.loop_input, self._loop)
-        if self.cfg.up_limit_input is not None:
-            inputs.watch(bus, unit, self.cfg.up_limit_input, lambda v, first: self._limit("up", v))
-        if self.cfg.down_limit_input is not None:
-            inputs.watch(bus, unit, self.cfg.down_limit_input, lambda v, first: self._limit("down", v))
-        inputs.on_lost(bus, unit, self._inputs_lost)
+        handlers = {"loop": self._loop, "up_limit": lambda v, first: self._limit("up", v),
+                    "down_limit": lambda v, first: self._limit("down", v)}  # fmt: skip
+        for role, (bus, unit, address) in self.inputs().items():
+            self.env.inputs.watch(bus, unit, address, handlers[role])
+        self.env.inputs.on_lost(self.cfg.bus, self.cfg.device_id, self._inputs_lost)
         if self.passback.problem is not None:  # a damaged passback.db was replaced: say so, once
             self.env.emit(EventSpec(self.device_id, "sensor", "alarm", "device_unavailable",
                                     credential="passback.db", subject=self.passback.problem))  # fmt: skip

@@ -101,6 +101,15 @@ class Device(ABC):
         """(bus id, unit) of every board it drives or reads: the app maps board health to devices."""
         return set()
 
+    def inputs(self) -> dict[str, tuple[str, int, int]]:
+        """The board inputs it watches, by role: role -> (bus id, unit, discrete input). Kinds register
+        their watches from this at start, so it is what they actually read."""
+        return {}
+
+    def input_states(self) -> dict[str, bool | None]:
+        """Each watched input's last debounced value, for `edge status` (None: not read yet)."""
+        return {role: self.env.inputs.value(*where) for role, where in self.inputs().items()}
+
     def actuation_timeout_s(self) -> float:
         """The longest a grant may wait for its outputs before it counts as failed."""
         return 3.0

@@ -133,6 +133,12 @@ class Door(Device):
         return {"kind": self.kind, "mode": self._mode, "fire": self._fire, "open": self._door_open,
                 "alarms": alarms}  # fmt: skip
 
+    def inputs(self) -> dict[str, tuple[str, int, int]]:
+        # The button first: a press and an opening seen in the same read reach the watches in this
+        # order, so leaving by the button is not taken for a forced door.
+        roles = (("exit_button", self.cfg.exit_button_input), ("door_sensor", self.cfg.door_sensor_input))
+        return {role: (self.cfg.bus, self.cfg.device_id, a) for role, a in roles if a is not None}
+
     def actuation_timeout_s(self) -> float:
         """The longest a grant may wait for its release to reach the board before it counts as failed:
         a queued turn plus one request with its retries, twice over."""
@@ -165,13 +171,9 @@ class Door(Device):
         except DeviceUnavailable as exc:
             # Retried by _on_status when the board answers again.
             self._log.warning("door_initial_lock_failed", error=str(exc))
-        inputs, unit = self.env.inputs, self.cfg.device_id
-        # The button first: a press and an opening seen in the same read reach the watch in this order,
-        # so leaving by the button is not taken for a forced door.
-        if self.cfg.exit_button_input is not None:
-            inputs.watch(self.cfg.bus, unit, self.cfg.exit_button_input, self._exit_button)
-        if self.cfg.door_sensor_input is not None:
-            inputs.watch(self.cfg.bus, unit, self.cfg.door_sensor_input, self._sensor)
+        handlers = {"exit_button": self._exit_button, "door_sensor": self._sensor}
+        for role, (bus, unit, address) in self.inputs().items():
+            self.env.inputs.watch(bus, unit, address, handlers[role])
         self._log.info("door_started", mode=self._mode, fire=fire)
 
     async def stop(self) -> None:

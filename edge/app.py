@@ -406,6 +406,7 @@ class Gateway:
             "devices": self.device_health(),
             "clock_synced": self.clock_synced(),
             "state": {d: dev.status() for d, dev in self.devices.items()},
+            "inputs": {d: dev.input_states() for d, dev in self.devices.items() if dev.inputs()},
             "services": {n: s.status() for n, s in self.services.items()},
         }
 

@@ -515,3 +515,18 @@ async def test_a_remote_or_local_open_at_a_barrier_says_which_way(tmp_path: Path
         ev = rows()[-1]
         assert (ev["device"], ev["subject"], ev["direction"]) == ("car-in", "local:installer", "in")
         replay.close()
+
+
+async def test_status_shows_each_watched_input_by_role(tmp_path: Path) -> None:
+    """Device.inputs() is what a barrier watches (its loop here) and `edge status` shows its value, so
+    an installer sees the loop detector change without a card."""
+    async with car_park(tmp_path, "none") as (board, start_gateway, _swipe, _rows):
+        gw = await start_gateway()
+        assert gw.devices["car-in"].inputs() == {"loop": ("b1", 2, 0)}
+        clear = {"car-in": {"loop": False}, "car-out": {"loop": False}}  # None until debounced
+        assert await eventually(lambda: gw.status()["inputs"] == clear)
+        board.set_input(2, 0, True)
+        assert await eventually(lambda: gw.status()["inputs"]["car-in"] == {"loop": True})
+        assert gw.devices["car-in"].status()["vehicle"] is True  # the watch registered from inputs()
+        board.set_input(2, 0, False)
+        assert await eventually(lambda: gw.status()["inputs"]["car-in"] == {"loop": False})
