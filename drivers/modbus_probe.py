@@ -56,9 +56,7 @@ class Prober:
         if not self.bus._running:
             return
         dev = self.bus._devices[device_id]
-        if dev.online:
-            dev.last_ok = time.monotonic()  # next keepalive one period later, whatever the outcome
-        else:
+        if not dev.online:
             dev.next_probe = time.monotonic() + max(dev.backoff, self.bus.cfg.probe_min_s)  # until the result
         fut: asyncio.Future[ModbusPDU] = asyncio.get_running_loop().create_future()
         read = lambda: ReadCoilsRequest(address=0, count=1, dev_id=device_id)  # noqa: E731
@@ -66,5 +64,5 @@ class Prober:
         # Any answer, even a Modbus exception, proves the device is alive; failures are counted by the worker.
         with contextlib.suppress(DeviceUnavailable):
             await fut
-        if dev.online:  # the keepalive period runs from the end of the probe (it may have queued)
+        if dev.online:  # next keepalive one period after the probe's end, whatever the outcome
             dev.last_ok = max(dev.last_ok, time.monotonic())

@@ -108,6 +108,10 @@ class CommandClaims:
     seconds: int | None
     by: str | None
 
+    def args(self) -> dict[str, Any]:
+        """The action's arguments (GateControl.act): what the device acts on and its event reports."""
+        return {"floor": self.floor, "floors": self.floors, "seconds": self.seconds, "by": self.by}
+
 
 @dataclass(frozen=True, slots=True)
 class CommandDenied:

@@ -125,7 +125,7 @@ def _report(
     if c is not None and c.act not in GATEWAY_ACTIONS:
         device = c.target
         try:
-            facts = ctx.gate.action_facts(c.target, c.act, elevator.args_of(c), error)
+            facts = ctx.gate.action_facts(c.target, c.act, c.args(), error)
         except Exception:  # the fields are optional: never lose the event and result for them
             log.exception("command_facts_failed", jti=jti)
     event = Event(

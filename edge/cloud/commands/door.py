@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edge.cloud.commands.elevator import args_of
 from edge.tokens import CommandClaims
 
 if TYPE_CHECKING:
@@ -13,4 +12,4 @@ if TYPE_CHECKING:
 
 
 async def run(ctx: CommandContext, c: CommandClaims) -> str | None:
-    return await ctx.gate.act(c.target, c.act, args_of(c))
+    return await ctx.gate.act(c.target, c.act, c.args())

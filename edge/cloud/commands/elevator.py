@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edge.tokens import CommandClaims
 
@@ -11,10 +11,5 @@ if TYPE_CHECKING:
     from edge.cloud.commands import CommandContext
 
 
-def args_of(c: CommandClaims) -> dict[str, Any]:
-    """The action arguments of a command: what the device acts on and what its event reports."""
-    return {"floor": c.floor, "floors": c.floors, "seconds": c.seconds, "by": c.by}
-
-
 async def run(ctx: CommandContext, c: CommandClaims) -> str | None:
-    return await ctx.gate.act(c.target, c.act, args_of(c))
+    return await ctx.gate.act(c.target, c.act, c.args())
