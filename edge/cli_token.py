@@ -42,7 +42,7 @@ def verify(args: argparse.Namespace) -> int:
         detail = ""
         if legacy is not None and candidate(text):  # as the gateway does: hex is never a JWS
             found = verify_legacy(text, legacy, now, clock_trusted=trusted)
-            entry = store.lookup("card", found.value) if isinstance(found, LegacyClaims) else None
+            entry = store.lookup(*found.entry_key) if isinstance(found, LegacyClaims) else None
             clock = Clock(now, ZoneInfo(cfg.gateway.timezone), trusted, cfg.trust.require_clock_sync)
             d: Decision = decide_legacy(pres, found, entry, device, clock)
             detail = getattr(found, "detail", "")

@@ -124,8 +124,8 @@ class Flow:
         verified = verify_legacy(pres.value, self.legacy, now, clock_trusted=synced)
         entry, key = None, None
         if isinstance(verified, LegacyClaims):
-            key = f"card:{verified.value}"
-            entry = gw.store.lookup("card", verified.value)
+            key = ":".join(verified.entry_key)
+            entry = gw.store.lookup(*verified.entry_key)
         ctx = device.context(key)
         clock = Clock(now, gw.tz, synced, gw.cfg.trust.require_clock_sync)
         return decide_legacy(pres, verified, entry, ctx, clock), key, ctx

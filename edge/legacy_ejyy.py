@@ -83,6 +83,12 @@ class LegacyClaims:
         return whitelist_value(self.type, self.id, self.building_id)
 
     @property
+    def entry_key(self) -> tuple[str, str]:
+        """(kind, value) of the whitelist entry this code is decided against: the bridge lists each
+        legacy-code holder as a card entry."""
+        return "card", self.value
+
+    @property
     def credential(self) -> str:
         """The event's credential: says which legacy code it was, like a jti (no secret in it)."""
         return f"ejyy:{self.type}:{self.id}:{self.building_id}:{self.ms}"
